@@ -1,0 +1,260 @@
+"""The ``audiomill`` command line. Heavy modules are imported only by the command that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from audiomill import __version__
+
+log = logging.getLogger("audiomill")
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
+
+EXIT_CODES = """exit status:
+  0  every shard complete, every file tokenized
+  1  the run could not start or a worker crashed (one line says why)
+  2  bad command line
+  3  every shard complete, but some files failed (see <shard>.errors.jsonl)
+  4  some shards are not complete (unreadable, or held by another run)"""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _non_negative(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    return parse
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--files-per-shard", type=_positive(int), default=1000, metavar="N",
+                        help="files per shard for folders of audio and JSONL manifests (tar archives are one shard each)")
+    parser.add_argument("--start", type=_non_negative(int), default=None, metavar="N",
+                        help="only shards whose name ends in a number >= N (e.g. 000120.tar)")
+    parser.add_argument("--end", type=_non_negative(int), default=None, metavar="N",
+                        help="only shards whose name ends in a number <= N (inclusive)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiomill",
+        description="Turn large audio corpora into training-ready discrete tokens.",
+        formatter_class=_Formatter,
+        epilog="Run 'audiomill COMMAND --help' for the flags of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"audiomill {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tok = commands.add_parser(
+        "tokenize", formatter_class=_Formatter, help="encode audio into codec tokens, one JSONL per shard",
+        description=(
+            "Encode every audio file of the inputs with a neural codec and write one JSONL file per input shard\n"
+            "to --out (000001.tar -> 000001.jsonl, failed files in 000001.errors.jsonl). Run the same command\n"
+            "again after a crash, a kill or a time limit: it finishes the work and changes nothing complete."
+        ),
+        epilog=EXIT_CODES,
+    )
+    tok.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests, or globs")
+    tok.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
+    tok.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
+    tok.add_argument("--model-path", default=None, metavar="DIR",
+                     help="local folder with the codec's config.json and weights; otherwise the Hugging Face cache/hub")
+    tok.add_argument("--random-weights", action="store_true",
+                     help="use randomly initialised weights (seeded): for tests and benchmarks, codes are meaningless")
+    tok.add_argument("--devices", default="auto",
+                     help="'auto'/'all' (one worker per visible GPU, else one CPU worker), 'cpu', 'cpu:N' "
+                          "(N CPU workers), or GPU indices such as '0,1,3'")
+    tok.add_argument("--chunk-seconds", type=_non_negative(float), default=60.0, metavar="S",
+                     help="files longer than this are encoded in windows of this length (0: never chunk)")
+    tok.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
+                     help="overlap between windows; each window keeps the codes of its own half of it")
+    tok.add_argument("--batch-seconds", type=_positive(float), default=120.0, metavar="S",
+                     help="audio per encoder batch (padded duration)")
+    tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
+                     help="decoding threads per worker (0: one per core, at most 8)")
+    tok.add_argument("--retry-errors", action="store_true",
+                     help="try the files recorded in *.errors.jsonl again")
+    _add_selection(tok)
+    tok.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                     help="a live bar on a terminal, periodic log lines otherwise (auto), or as chosen")
+    tok.add_argument("--log-interval", type=_positive(float), default=30.0, metavar="S",
+                     help="seconds between progress lines in log mode")
+    tok.add_argument("--log-file", default=None, metavar="FILE", help="also write the log to FILE")
+    tok.set_defaults(func=cmd_tokenize)
+
+    st = commands.add_parser(
+        "status", formatter_class=_Formatter, help="what is complete, running, partial, failed or left",
+        description="Show the state of every shard of an output folder: complete, running (and who holds it),\n"
+                    "partial (with counts), failed (and why) or not started, and the totals.",
+    )
+    st.add_argument("out", metavar="OUT", help="the output folder of a tokenize run")
+    st.add_argument("inputs", nargs="*", metavar="INPUT",
+                    help="check against these inputs instead of the shards of the run's plan")
+    _add_selection(st)
+    st.add_argument("--check-validity", action="store_true",
+                    help="parse every line and check that every key is unique within its shard")
+    st.add_argument("--remaining", metavar="FILE", default=None,
+                    help="write the inputs of the shards that are not complete to FILE, one a line")
+    st.add_argument("--all", action="store_true", help="list complete shards too, not only the others")
+    st.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    st.set_defaults(func=cmd_status)
+
+    sh = commands.add_parser("shards", formatter_class=_Formatter, help="list the shards of some inputs",
+                             description="List the shards that 'tokenize' would make of the inputs.")
+    sh.add_argument("inputs", nargs="+", metavar="INPUT", help="as for tokenize")
+    _add_selection(sh)
+    sh.set_defaults(func=cmd_shards)
+
+    co = commands.add_parser("codecs", formatter_class=_Formatter, help="the table of codecs",
+                             description="List every codec: rates, codebooks, bitrate, batching safety, extra.")
+    co.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    co.set_defaults(func=cmd_codecs)
+
+    de = commands.add_parser(
+        "demo", formatter_class=_Formatter, help="make a small speech corpus and tokenize it",
+        description="Make a few tar shards of speech (espeak-ng if installed) and tokenize them with SNAC.\n"
+                    "Without reachable weights the demo uses randomly initialised ones, and says so.",
+    )
+    de.add_argument("--out", default="demo-out", help="folder for the corpus (shards/) and the tokens (tokens/)")
+    de.add_argument("--codec", default="snac-24khz", help="codec name")
+    de.add_argument("--model-path", default=None, metavar="DIR", help="local folder with the codec's weights")
+    de.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from audiomill.errors import UsageError
+
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"audiomill {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        print("audiomill: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _config_from_args(args: argparse.Namespace):
+    from audiomill.config import TokenizeConfig
+
+    fields = TokenizeConfig.__dataclass_fields__
+    return TokenizeConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from audiomill.tokenize import tokenize
+
+    cfg = _config_from_args(args)
+    return tokenize(cfg)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from audiomill.errors import UsageError
+    from audiomill.runner.state import OutputFolder
+    from audiomill.sources.discover import discover_shards
+    from audiomill.status import collect, totals
+
+    folder = OutputFolder(args.out)
+    if args.inputs:
+        shards = discover_shards(args.inputs, args.files_per_shard, args.start, args.end)
+    elif folder.exists():
+        shards = folder.shards()
+    else:
+        raise UsageError(f"{args.out} holds no audiomill run (no _audiomill/plan.json); pass the inputs too")
+    states = collect(folder, shards, args.check_validity)
+    summary = totals(states)
+    if args.remaining:
+        paths: list[str] = []
+        for s in states:
+            if s.state != "complete" and s.shard.path not in paths:
+                paths.append(s.shard.path)
+        with open(args.remaining, "w", encoding="utf-8") as handle:
+            handle.writelines(p + "\n" for p in paths)
+    if args.json:
+        print(json.dumps({"totals": summary, "shards": [
+            {"shard": s.shard.name, "input": s.shard.path, "state": s.state, "files": s.files, "errors": s.errors,
+             "audio_seconds": s.audio_seconds, "detail": s.detail, "problems": s.problems} for s in states]}))
+    else:
+        rows = [s for s in states if args.all or s.state != "complete" or s.problems]
+        if rows:
+            print(f"{'shard':<24} {'state':<12} {'files':>8} {'errors':>7} {'audio h':>8}  detail")
+            for s in rows:
+                detail = s.detail or ""
+                print(f"{s.shard.name:<24} {s.state:<12} {s.files:>8} {s.errors:>7} {s.audio_seconds / 3600:>8.3f}  "
+                      f"{detail}")
+                for problem in s.problems[:20]:
+                    print(f"    problem: {problem}")
+        parts = [f"{summary.get(k, 0)} {k.replace('_', ' ')}" for k in
+                 ("complete", "running", "partial", "failed", "not_started")]
+        print(f"{summary['shards']} shards: {', '.join(parts)}; {summary['files']} files, {summary['errors']} errors, "
+              f"{summary['audio_hours']:.3f} h audio" + (f"; {summary['problems']} problems" if args.check_validity
+                                                          else ""))
+        if args.remaining:
+            print(f"remaining inputs written to {args.remaining}")
+    return EXIT_FATAL if summary["problems"] else EXIT_OK
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from audiomill.sources.discover import discover_shards
+
+    for shard in discover_shards(args.inputs, args.files_per_shard, args.start, args.end):
+        extent = "" if shard.count is None else f"\t[{shard.start}, {shard.start + shard.count})"
+        print(f"{shard.name}\t{shard.kind}\t{shard.path}{extent}")
+    return EXIT_OK
+
+
+def cmd_codecs(args: argparse.Namespace) -> int:
+    import json
+
+    from audiomill.codecs import all_codecs
+
+    infos = all_codecs()
+    if args.json:
+        print(json.dumps([{
+            "name": i.name, "sample_rate": i.sample_rate, "frame_rates": list(i.frame_rates),
+            "num_codebooks": i.num_codebooks, "cardinality": i.cardinality,
+            "bits_per_second": round(i.bits_per_second, 1), "padding_safe": i.padding_safe, "extra": i.extra,
+            "hub_id": i.hub_id} for i in infos.values()], indent=1))
+        return EXIT_OK
+    print(f"{'codec':<16} {'rate':>6} {'frames/s':<22} {'books':>5} {'card':>6} {'bit/s':>7}  {'pad-safe':<8} extra")
+    for i in infos.values():
+        rates = ", ".join(f"{r:.2f}" for r in i.frame_rates)
+        print(f"{i.name:<16} {i.sample_rate:>6} {rates:<22} {i.num_codebooks:>5} {i.cardinality:>6} "
+              f"{i.bits_per_second:>7.0f}  {'yes' if i.padding_safe else 'no':<8} audiomill[{i.extra}]")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from audiomill.demo import run_demo
+
+    return run_demo(args.out, args.codec, args.model_path)
+
+

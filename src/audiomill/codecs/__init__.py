@@ -1,0 +1,148 @@
+"""Every tokenizer behind one protocol, registered by name.
+
+An adapter module declares ``INFOS`` (static facts, importable without torch)
+and a ``load(info, weights_dir, device)`` function; heavy imports happen inside
+``load``. ``audiomill --help`` and ``audiomill codecs`` therefore stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from audiomill.errors import UsageError, WeightsNotFound
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    name: str
+    module: str
+    sample_rate: int
+    frame_rates: tuple[float, ...]
+    num_codebooks: int
+    cardinality: int
+    padding_safe: bool
+    extra: str
+    hub_id: str | None
+    weight_files: tuple[str, ...]
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    description: str = ""
+
+    @property
+    def bits_per_second(self) -> float:
+        import math
+
+        per_level = self.num_codebooks // len(self.frame_rates)
+        return sum(self.frame_rates) * per_level * math.log2(self.cardinality)
+
+
+class Codec(Protocol):
+    """What a tokenizer is, to audiomill (after moshi's ``CompressionModel``)."""
+
+    name: str
+    sample_rate: int
+    frame_rates: list[float]
+    num_codebooks: int
+    cardinality: int
+    padding_safe: bool
+    alignment: int  # window starts and batch buckets are multiples of this many samples
+
+    def batch_key(self, num_samples: int) -> int:
+        """Clips with equal keys give the same codes batched as alone (0 for padding-safe codecs)."""
+
+    def frame_hops(self) -> list[int]:
+        """Samples per frame of each output level."""
+
+    def num_frames(self, num_samples: int) -> list[int]:
+        """Frames per level that ``encode`` returns for a clip of this length."""
+
+    def encode(self, wav: "torch.Tensor", lengths: "torch.Tensor") -> list["torch.Tensor"]:
+        """``wav [B, T]`` float32 at ``sample_rate`` -> one int tensor ``[B, T_i]`` per level."""
+
+    def decode(self, codes: list["torch.Tensor"]) -> "torch.Tensor":
+        """Codes back to audio ``[B, T]``."""
+
+
+_ADAPTERS = ("audiomill.codecs.snac",)
+
+
+def all_codecs() -> dict[str, CodecInfo]:
+    infos: dict[str, CodecInfo] = {}
+    for module in _ADAPTERS:
+        for info in importlib.import_module(module).INFOS:
+            infos[info.name] = info
+    return infos
+
+
+def codec_info(name: str) -> CodecInfo:
+    infos = all_codecs()
+    if name not in infos:
+        raise UsageError(f"unknown codec {name!r}; known: {', '.join(sorted(infos))} (see 'audiomill codecs')")
+    return infos[name]
+
+
+def resolve_weights(info: CodecInfo, model_path: str | None) -> str:
+    """The local folder holding ``info``'s weights; fails with one line saying what to pass.
+
+    ``--model-path`` always wins (clusters are offline); otherwise the Hugging Face
+    cache is tried, then the hub itself unless ``HF_HUB_OFFLINE`` is set.
+    """
+    if model_path:
+        if not os.path.isdir(model_path):
+            raise WeightsNotFound(f"--model-path {model_path} is not a folder")
+        if not os.path.isfile(os.path.join(model_path, "config.json")):
+            raise WeightsNotFound(f"--model-path {model_path} has no config.json")
+        if not any(os.path.isfile(os.path.join(model_path, f)) for f in info.weight_files):
+            raise WeightsNotFound(f"--model-path {model_path} has none of {', '.join(info.weight_files)}")
+        return model_path
+    hint = (
+        f"no weights for {info.name}: pass --model-path DIR (a folder with config.json and "
+        f"{' or '.join(info.weight_files)}"
+        + (f", as in the hub repository {info.hub_id}" if info.hub_id else "")
+        + "), or --random-weights for a test run"
+    )
+    if info.hub_id is None:
+        raise WeightsNotFound(hint)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise WeightsNotFound(hint) from None
+    patterns = ["config.json", *info.weight_files]
+    try:
+        return snapshot_download(info.hub_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise WeightsNotFound(hint + " (the hub is off: HF_HUB_OFFLINE is set)")
+    try:
+        return snapshot_download(info.hub_id, allow_patterns=patterns, etag_timeout=10)
+    except Exception as exc:
+        raise WeightsNotFound(f"{hint} (the hub could not be reached: {type(exc).__name__})") from None
+
+
+def load_codec(name: str, weights_dir: str | None, device: str = "cpu") -> Codec:
+    """Build the codec; ``weights_dir=None`` means randomly initialised weights (seeded)."""
+    info = codec_info(name)
+    module = importlib.import_module(info.module)
+    return module.load(info, weights_dir, device)
+
+
+def load_state_dict(folder: str, weight_files: tuple[str, ...]) -> dict[str, Any]:
+    """Weights from a local folder without ever unpickling arbitrary objects."""
+    import torch
+
+    for filename in weight_files:
+        path = os.path.join(folder, filename)
+        if not os.path.isfile(path):
+            continue
+        if filename.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise WeightsNotFound(f"{folder} has none of {', '.join(weight_files)}")

@@ -1,0 +1,107 @@
+"""SNAC (Siuzdak et al.): multi-scale codes, coarse to fine levels.
+
+SNAC right-pads every clip with zeros to a multiple of ``hop * lcm(vq_strides[0],
+attn_window_size)`` and has no padding mask, so zero-padding a clip in a batch
+changes its last frames -- unless it pads to the same length SNAC would pad it to
+alone. Clips are therefore batched only with clips of the same padded length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from audiomill.codecs import CodecInfo, load_state_dict
+from audiomill.errors import UsageError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+CONFIG_24KHZ = dict(
+    sampling_rate=24000, encoder_dim=48, encoder_rates=[2, 4, 8, 8], decoder_dim=1024,
+    decoder_rates=[8, 8, 4, 2], attn_window_size=None, codebook_size=4096, codebook_dim=8, vq_strides=[4, 2, 1],
+)
+CONFIG_32KHZ = dict(
+    sampling_rate=32000, encoder_dim=64, encoder_rates=[2, 3, 8, 8], decoder_dim=1536,
+    decoder_rates=[8, 8, 3, 2], attn_window_size=32, codebook_size=4096, codebook_dim=8, vq_strides=[8, 4, 2, 1],
+)
+CONFIG_44KHZ = dict(CONFIG_32KHZ, sampling_rate=44100)
+
+
+def _info(name: str, hub_id: str, config: dict) -> CodecInfo:
+    hop = math.prod(config["encoder_rates"])
+    rates = tuple(config["sampling_rate"] / (hop * s) for s in config["vq_strides"])
+    return CodecInfo(
+        name=name, module=__name__, sample_rate=config["sampling_rate"], frame_rates=rates,
+        num_codebooks=len(config["vq_strides"]), cardinality=config["codebook_size"], padding_safe=False,
+        extra="snac", hub_id=hub_id, weight_files=WEIGHT_FILES, config=config,
+        description="SNAC multi-scale codec; one token list per level, coarse to fine",
+    )
+
+
+INFOS = [
+    _info("snac-24khz", "hubertsiuzdak/snac_24khz", CONFIG_24KHZ),
+    _info("snac-32khz", "hubertsiuzdak/snac_32khz", CONFIG_32KHZ),
+    _info("snac-44khz", "hubertsiuzdak/snac_44khz", CONFIG_44KHZ),
+]
+
+
+class SnacCodec:
+    padding_safe = False
+
+    def __init__(self, model, name: str, device: str) -> None:
+        import torch
+
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.name = name
+        self.sample_rate = int(model.sampling_rate)
+        self.hop = int(model.hop_length)
+        self.strides = [int(s) for s in model.vq_strides]
+        self.alignment = self.hop * math.lcm(self.strides[0], model.attn_window_size or 1)
+        self.frame_rates = [self.sample_rate / h for h in self.frame_hops()]
+        self.num_codebooks = len(self.strides)
+        self.cardinality = int(model.codebook_size)
+
+    def frame_hops(self) -> list[int]:
+        return [self.hop * s for s in self.strides]
+
+    def batch_key(self, num_samples: int) -> int:
+        return -(-num_samples // self.alignment)
+
+    def num_frames(self, num_samples: int) -> list[int]:
+        padded = self.batch_key(num_samples) * self.alignment
+        return [padded // h for h in self.frame_hops()]
+
+    def encode(self, wav, lengths):
+        import torch
+
+        with torch.inference_mode():
+            return self.model.encode(wav.to(self.device)[:, None, :])
+
+    def decode(self, codes):
+        import torch
+
+        with torch.inference_mode():
+            return self.model.decode([c.to(self.device) for c in codes])[:, 0, :]
+
+
+def load(info: CodecInfo, weights_dir: str | None, device: str) -> SnacCodec:
+    import torch
+    from snac import SNAC
+
+    if weights_dir is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = SNAC(**info.config)
+        return SnacCodec(model, info.name, device)
+    with open(os.path.join(weights_dir, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    rate = config.get("sampling_rate")
+    if rate != info.sample_rate:
+        raise UsageError(
+            f"the model in {weights_dir} is a {rate} Hz SNAC, but --codec {info.name} expects {info.sample_rate} Hz"
+        )
+    model = SNAC(**config)
+    model.load_state_dict(load_state_dict(weights_dir, info.weight_files))
+    return SnacCodec(model, info.name, device)

@@ -1,0 +1,39 @@
+"""Run configuration: plain dataclasses that mirror the CLI flags one to one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# Fields whose change would change what is written: a run may not reuse an output
+# folder made with other values.
+OUTPUT_FIELDS = ("codec", "model_path", "random_weights", "chunk_seconds", "overlap_seconds", "files_per_shard")
+
+
+@dataclass
+class TokenizeConfig:
+    inputs: list[str] = field(default_factory=list)
+    out: str = ""
+    codec: str = "snac-24khz"
+    model_path: str | None = None
+    random_weights: bool = False
+    devices: str = "auto"
+    chunk_seconds: float = 60.0
+    overlap_seconds: float = 4.0
+    batch_seconds: float = 120.0
+    files_per_shard: int = 1000
+    decode_workers: int = 0
+    retry_errors: bool = False
+    start: int | None = None
+    end: int | None = None
+    progress: str = "auto"
+    log_interval: float = 30.0
+    log_file: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TokenizeConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,53 @@
+"""The units of work: a shard of input, and the items it holds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of scheduling, resume and output.
+
+    ``name`` is the output stem (``000001.tar`` -> ``000001``); ``kind`` names the
+    source that reads it. Directory and manifest shards are slices
+    ``[start, start + count)`` of their sorted file list or of their lines.
+    """
+
+    name: str
+    kind: str
+    path: str
+    start: int = 0
+    count: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Shard":
+        return cls(**data)
+
+
+@dataclass
+class Item:
+    """One audio file of a shard, as a source yields it.
+
+    Exactly one of ``data`` (bytes read from an archive) and ``path`` (a file on
+    disk) is set for an item to decode. ``error`` is set when the source already
+    knows the item cannot be used (an unsafe member name, a duplicate key);
+    ``skipped`` when the caller said it does not want the item (resume), in which
+    case no audio was read.
+    """
+
+    key: str
+    source: str
+    audio_file: str
+    index: int
+    data: bytes | None = None
+    path: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    offset: float | None = None
+    duration: float | None = None
+    error: str | None = None
+    skipped: bool = False

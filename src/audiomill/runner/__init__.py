@@ -1,0 +1,1 @@
+"""Executors: run the shards of a plan, and nothing twice."""

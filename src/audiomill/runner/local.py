@@ -1,0 +1,194 @@
+"""The local executor: one worker per device (GPU, or ``cpu:N`` CPU workers), whole shards each.
+
+Shards are handed out from a shared queue, so a slow shard never idles the other
+workers. Every shard is locked while written (see :mod:`audiomill.runner.state`),
+so even two runs started at once on the same output never write the same shard.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+from typing import Any
+
+from audiomill.config import TokenizeConfig
+from audiomill.errors import UsageError
+from audiomill.items import Shard
+from audiomill.runner.shard import ShardProcessor, ShardResult
+from audiomill.runner.state import OutputFolder
+
+log = logging.getLogger(__name__)
+
+
+def parse_devices(spec: str) -> list[str]:
+    """``auto``/``all`` (every GPU, else one CPU worker), ``cpu``, ``cpu:N``, ``0,1,3``, ``cuda:1``."""
+    spec = spec.strip().lower()
+    if spec in ("auto", "all"):
+        count = _cuda_count()
+        if count == 0:
+            if spec == "all":
+                log.info("no GPU visible: running one CPU worker")
+            return ["cpu"]
+        return [f"cuda:{i}" for i in range(count)]
+    if spec == "cpu":
+        return ["cpu"]
+    if spec.startswith("cpu:"):
+        try:
+            count = int(spec[4:])
+        except ValueError:
+            raise UsageError(f"--devices {spec}: expected cpu:N with N a number") from None
+        if count < 1:
+            raise UsageError("--devices cpu:N needs N >= 1")
+        return ["cpu"] * count
+    devices = []
+    for part in spec.split(","):
+        part = part.strip().removeprefix("cuda:")
+        if not part.isdigit():
+            raise UsageError(f"--devices {spec}: expected all, cpu, cpu:N or GPU indices such as 0,1,3")
+        devices.append(f"cuda:{part}")
+    count = _cuda_count()
+    missing = [d for d in devices if int(d[5:]) >= count]
+    if missing:
+        raise UsageError(f"--devices {spec}: {count} GPU(s) visible, no {', '.join(missing)}")
+    return devices
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def build_processor(cfg: TokenizeConfig, weights_dir: str | None, device: str, holder: str, threads: int):
+    import torch
+
+    from audiomill.codecs import load_codec
+    from audiomill.stages.tokenize import TokenizeStage
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    codec = load_codec(cfg.codec, weights_dir, device)
+    stage = TokenizeStage(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds)
+    workers = cfg.decode_workers or default_decode_workers()
+    return ShardProcessor(OutputFolder(cfg.out), stage, workers, holder)
+
+
+def default_decode_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
+
+
+def run_local(
+    cfg: TokenizeConfig, shards: list[Shard], weights_dir: str | None, on_event
+) -> tuple[list[ShardResult], list[str]]:
+    """Run ``shards``; returns the results and the crash reports of workers that died."""
+    devices = parse_devices(cfg.devices)
+    cpu_workers = sum(1 for d in devices if d == "cpu")
+    threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers > 1 else 0
+    if len(devices) == 1:
+        return _run_inline(cfg, shards, weights_dir, devices[0], threads, on_event), []
+    return _run_processes(cfg, shards, weights_dir, devices, threads, on_event)
+
+
+def _run_inline(cfg, shards, weights_dir, device, threads, on_event) -> list[ShardResult]:
+    processor = build_processor(cfg, weights_dir, device, f"pid {os.getpid()}", threads)
+    results = []
+    try:
+        for shard in shards:
+            result = processor.run(shard, cfg.retry_errors, on_event)
+            on_event({"event": "shard", "shard": shard.name, "status": result.status})
+            results.append(result)
+    finally:
+        processor.close()
+    return results
+
+
+def _run_processes(cfg, shards, weights_dir, devices, threads, on_event):
+    ctx = mp.get_context("spawn")
+    todo: Any = ctx.Queue()
+    events: Any = ctx.Queue()
+    for shard in shards:
+        todo.put(shard.to_json())
+    for _ in devices:
+        todo.put(None)
+    workers = [
+        ctx.Process(target=_worker_main, args=(i, device, cfg.to_json(), weights_dir, threads, todo, events),
+                    name=f"audiomill-worker-{i}", daemon=False)
+        for i, device in enumerate(devices)
+    ]
+    for worker in workers:
+        worker.start()
+    results: list[ShardResult] = []
+    crashes: list[str] = []
+    finished = 0
+    while finished < len(workers):
+        try:
+            event = events.get(timeout=0.5)
+        except queue.Empty:
+            for i, worker in enumerate(workers):
+                if worker.exitcode not in (None, 0) and not getattr(worker, "_reported", False):
+                    worker._reported = True  # type: ignore[attr-defined]
+                    crashes.append(f"worker {i} ({devices[i]}) died with exit code {worker.exitcode}")
+                    finished += 1
+            continue
+        kind = event.get("event")
+        if kind == "result":
+            results.append(ShardResult(event["shard"], event["status"], event.get("stats", {}), event.get("reason", "")))
+            on_event({"event": "shard", "shard": event["shard"], "status": event["status"]})
+        elif kind == "crash":
+            crashes.append(f"worker {event['worker']} ({event['device']}): {event['error']}")
+            workers[event["worker"]]._reported = True  # type: ignore[attr-defined]
+            finished += 1
+        elif kind == "exit":
+            workers[event["worker"]]._reported = True  # type: ignore[attr-defined]
+            finished += 1
+        else:
+            on_event(event)
+    for worker in workers:
+        worker.join()
+    return results, crashes
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive a killed parent, or it would go on holding shard locks."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    def watch() -> None:
+        while True:
+            threading.Event().wait(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_main(index, device, cfg_json, weights_dir, threads, todo, events) -> None:
+    _die_with_parent()
+    cfg = TokenizeConfig.from_json(cfg_json)
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
+    try:
+        processor = build_processor(cfg, weights_dir, device, f"worker {index} pid {os.getpid()}", threads)
+        try:
+            while (data := todo.get()) is not None:
+                shard = Shard.from_json(data)
+                result = processor.run(shard, cfg.retry_errors, events.put)
+                events.put({"event": "result", "shard": shard.name, "status": result.status,
+                            "stats": result.stats, "reason": result.reason})
+        finally:
+            processor.close()
+    except BaseException as exc:  # report, then die: the parent decides what the run's status is
+        events.put({"event": "crash", "worker": index, "device": device,
+                    "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"})
+        raise SystemExit(1) from None
+    events.put({"event": "exit", "worker": index})

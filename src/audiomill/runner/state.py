@@ -1,0 +1,139 @@
+"""What an output folder says about a run: its plan, which shards are done, held or failed.
+
+Layout (all of it under ``<out>/_audiomill``)::
+
+    plan.json              shards, config and versions, frozen at the first launch
+    done/<shard>.json      written last when a shard is complete: its stats
+    failed/<shard>.json    a shard that could not be read at all, and why
+    locks/<shard>.lock     flock()ed while a worker writes the shard; holds who
+    logs/                  per-run and per-worker logs
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from audiomill.items import Shard
+
+STATE_DIR = "_audiomill"
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class ShardLock:
+    """An exclusive flock on a shard; the kernel drops it when the holder dies, even by SIGKILL."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class OutputFolder:
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.state = os.path.join(out, STATE_DIR)
+        self.plan_path = os.path.join(self.state, "plan.json")
+
+    def create(self) -> None:
+        for sub in ("done", "failed", "locks", "logs"):
+            os.makedirs(os.path.join(self.state, sub), exist_ok=True)
+
+    def exists(self) -> bool:
+        return os.path.isfile(self.plan_path)
+
+    # plan
+    def read_plan(self) -> dict[str, Any]:
+        return read_json(self.plan_path)
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        write_json_atomic(self.plan_path, plan)
+
+    def shards(self) -> list[Shard]:
+        return [Shard.from_json(s) for s in self.read_plan()["shards"]]
+
+    # per-shard markers
+    def _marker(self, kind: str, name: str) -> str:
+        return os.path.join(self.state, kind, f"{name}.json")
+
+    def done_stats(self, name: str) -> dict[str, Any] | None:
+        path = self._marker("done", name)
+        return read_json(path) if os.path.exists(path) else None
+
+    def mark_done(self, name: str, stats: dict[str, Any]) -> None:
+        write_json_atomic(self._marker("done", name), stats)
+        self.clear_failed(name)
+
+    def unmark_done(self, name: str) -> None:
+        path = self._marker("done", name)
+        if os.path.exists(path):
+            os.unlink(path)
+
+    def failure(self, name: str) -> dict[str, Any] | None:
+        path = self._marker("failed", name)
+        return read_json(path) if os.path.exists(path) else None
+
+    def mark_failed(self, name: str, reason: str) -> None:
+        write_json_atomic(self._marker("failed", name), {"shard": name, "reason": reason, "time": time.time()})
+
+    def clear_failed(self, name: str) -> None:
+        path = self._marker("failed", name)
+        if os.path.exists(path):
+            os.unlink(path)
+
+    # locks
+    def _lock_path(self, name: str) -> str:
+        return os.path.join(self.state, "locks", f"{name}.lock")
+
+    def try_lock(self, name: str, holder: str = "") -> ShardLock | None:
+        """Take the shard, or None if another process (of this run or another) holds it."""
+        fd = os.open(self._lock_path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "holder": holder, "since": time.time()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        return ShardLock(fd)
+
+    def holder(self, name: str) -> dict[str, Any] | None:
+        """Who holds the shard now, or None if nobody does."""
+        path = self._lock_path(name)
+        if not os.path.exists(path):
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    return json.loads(os.pread(fd, 4096, 0) or b"{}")
+                except ValueError:
+                    return {}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)

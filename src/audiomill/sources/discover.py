@@ -1,0 +1,114 @@
+"""Turn the user's input paths into a list of shards.
+
+- ``x.tar`` (``.tar.gz``, ``.tgz``): one shard named ``x``;
+- ``x.jsonl``: a manifest, sliced into shards of ``files_per_shard`` lines named ``x-00000``...;
+- a folder holding tar archives: one shard per archive;
+- any other folder: its audio files, recursively, sliced like a manifest.
+Glob patterns are expanded if the shell did not do it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from audiomill.errors import UsageError
+from audiomill.items import Shard
+from audiomill.sources.directory import list_audio_files
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+MANIFEST_SUFFIXES = (".jsonl", ".json")
+_NUMBER = re.compile(r"(\d+)$")
+
+
+def strip_suffix(name: str, suffixes: tuple[str, ...]) -> str:
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def shard_number(name: str) -> int | None:
+    """The number a shard's name ends with (``shard-000123`` -> 123), if any."""
+    match = _NUMBER.search(name)
+    return int(match.group(1)) if match else None
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    paths: list[str] = []
+    for raw in inputs:
+        if os.path.exists(raw):
+            paths.append(raw)
+        elif glob.has_magic(raw):
+            matched = sorted(glob.glob(raw))
+            if not matched:
+                raise UsageError(f"no input matches {raw!r}")
+            paths.extend(matched)
+        else:
+            raise UsageError(f"input not found: {raw}")
+    return paths
+
+
+def discover_shards(
+    inputs: list[str], files_per_shard: int = 1000, start: int | None = None, end: int | None = None
+) -> list[Shard]:
+    """Every shard of ``inputs``; ``start``/``end`` (inclusive) keep numbered shards in range."""
+    if files_per_shard < 1:
+        raise UsageError("--files-per-shard must be at least 1")
+    shards: list[Shard] = []
+    for path in expand_inputs(inputs):
+        shards.extend(_shards_of(os.path.abspath(path), files_per_shard))
+    if start is not None or end is not None:
+        lo = -1 if start is None else start
+        hi = float("inf") if end is None else end
+        shards = [s for s in shards if (n := shard_number(s.name)) is not None and lo <= n <= hi]
+    seen: dict[str, str] = {}
+    unique: list[Shard] = []
+    for shard in shards:
+        ident = f"{shard.path}:{shard.start}"
+        if shard.name in seen:
+            if seen[shard.name] == ident:
+                continue
+            raise UsageError(
+                f"two inputs would write the same output {shard.name!r}: {seen[shard.name].rsplit(':', 1)[0]} "
+                f"and {shard.path}; tokenize them into separate --out folders"
+            )
+        seen[shard.name] = ident
+        unique.append(shard)
+    if not unique:
+        raise UsageError("no shards found in the inputs" + (" within --start/--end" if start or end else ""))
+    return unique
+
+
+def _shards_of(path: str, files_per_shard: int) -> list[Shard]:
+    base = os.path.basename(path.rstrip("/"))
+    if os.path.isfile(path):
+        if path.endswith(TAR_SUFFIXES):
+            return [Shard(name=strip_suffix(base, TAR_SUFFIXES), kind="tar", path=path)]
+        if path.endswith(MANIFEST_SUFFIXES):
+            count = _count_lines(path)
+            return _slices(strip_suffix(base, MANIFEST_SUFFIXES), "manifest", path, count, files_per_shard)
+        raise UsageError(f"not a tar archive, a .jsonl manifest or a folder: {path}")
+    tars = sorted(n for n in os.listdir(path) if n.endswith(TAR_SUFFIXES) and os.path.isfile(os.path.join(path, n)))
+    if tars:
+        return [Shard(name=strip_suffix(n, TAR_SUFFIXES), kind="tar", path=os.path.join(path, n)) for n in tars]
+    count = len(list_audio_files(path))
+    if count == 0:
+        raise UsageError(f"no tar archives or audio files in {path}")
+    return _slices(base, "dir", path, count, files_per_shard)
+
+
+def _slices(stem: str, kind: str, path: str, count: int, per_shard: int) -> list[Shard]:
+    return [
+        Shard(name=f"{stem}-{i // per_shard:05d}", kind=kind, path=path, start=i, count=min(per_shard, count - i))
+        for i in range(0, count, per_shard)
+    ]
+
+
+def _count_lines(path: str) -> int:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return sum(1 for line in handle if line.strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read manifest {path}: {exc}") from exc

@@ -1,0 +1,132 @@
+"""A tokenize run: check everything that can fail fast, freeze the plan, run the shards, report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+
+from audiomill import __version__
+from audiomill.config import OUTPUT_FIELDS, TokenizeConfig
+from audiomill.errors import UsageError
+from audiomill.items import Shard
+from audiomill.progress import Progress
+from audiomill.runner.state import OutputFolder
+
+log = logging.getLogger("audiomill")
+
+
+def prepare(cfg: TokenizeConfig) -> tuple[list[Shard], str | None]:
+    """Everything that can fail before any work does: inputs, codec, weights, output folder, plan."""
+    from audiomill.codecs import codec_info, resolve_weights
+    from audiomill.sources.discover import discover_shards
+
+    if cfg.chunk_seconds and cfg.overlap_seconds * 2 >= cfg.chunk_seconds:
+        raise UsageError("--overlap-seconds must be less than half of --chunk-seconds")
+    if cfg.model_path:
+        cfg.model_path = os.path.abspath(cfg.model_path)
+    shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end)
+    info = codec_info(cfg.codec)
+    weights_dir = None if cfg.random_weights else resolve_weights(info, cfg.model_path)
+    from audiomill.runner.local import parse_devices
+
+    parse_devices(cfg.devices)
+    folder = OutputFolder(cfg.out)
+    try:
+        folder.create()
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {cfg.out}: {exc.strerror}") from None
+    if not os.access(cfg.out, os.W_OK):
+        raise UsageError(f"cannot write to --out {cfg.out}")
+    _freeze_plan(folder, cfg, shards, weights_dir)
+    return shards, weights_dir
+
+
+def _freeze_plan(folder: OutputFolder, cfg: TokenizeConfig, shards: list[Shard], weights_dir: str | None) -> None:
+    config = cfg.to_json()
+    if folder.exists():
+        plan = folder.read_plan()
+        for name in OUTPUT_FIELDS:
+            old, new = plan["config"].get(name), config.get(name)
+            if old != new:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{cfg.out} was made with {flag} {old}, not {new}: use another --out, or the same {flag}"
+                )
+        known = {s["name"]: s for s in plan["shards"]}
+        for shard in shards:
+            if shard.name in known and Shard.from_json(known[shard.name]) != shard:
+                raise UsageError(f"shard {shard.name} of {cfg.out} came from {known[shard.name]['path']}, "
+                                 f"not {shard.path}: use another --out")
+            known.setdefault(shard.name, shard.to_json())
+        plan["shards"] = list(known.values())
+    else:
+        import numpy
+
+        plan = {
+            "created": time.time(),
+            "config": config,
+            "weights": weights_dir or "random",
+            "versions": {"audiomill": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+                         **_model_versions()},
+            "shards": [s.to_json() for s in shards],
+        }
+    folder.write_plan(plan)
+
+
+def _model_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "snac", "soundfile", "soxr", "av"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def tokenize(cfg: TokenizeConfig) -> int:
+    from audiomill.cli import EXIT_FATAL, EXIT_FILE_ERRORS, EXIT_INCOMPLETE, EXIT_OK
+    from audiomill.runner.local import run_local
+
+    shards, weights_dir = prepare(cfg)
+    logs = os.path.join(cfg.out, "_audiomill", "logs")
+    handlers = [logging.FileHandler(os.path.join(logs, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"))]
+    if cfg.log_file:
+        handlers.append(logging.FileHandler(cfg.log_file))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+    if weights_dir is None:
+        print(f"audiomill: note: using randomly initialised weights for {cfg.codec}; the codes are meaningless "
+              f"(pass --model-path DIR for real ones)", file=sys.stderr)
+    log.info("tokenize: %d shards with %s into %s", len(shards), cfg.codec, cfg.out)
+    progress = Progress(len(shards), cfg.progress, cfg.log_interval)
+    try:
+        results, crashes = run_local(cfg, shards, weights_dir, progress.update)
+    finally:
+        progress.close()
+    by_status: dict[str, list[str]] = {}
+    for result in results:
+        by_status.setdefault(result.status, []).append(result.name)
+    errors = sum(r.stats.get("errors", 0) for r in results if r.status in ("done", "complete"))
+    log.info("finished: %s", progress.summary())
+    for crash in crashes:
+        log.error("%s", crash)
+    for name in by_status.get("failed", []):
+        reason = next(r.reason for r in results if r.name == name)
+        log.error("shard %s failed: %s", name, reason)
+    held = by_status.get("held", [])
+    if held:
+        log.warning("%d shard(s) held by another process, left to it: %s", len(held), ", ".join(held[:10]))
+    complete = len(by_status.get("done", [])) + len(by_status.get("complete", []))
+    log.info("%d/%d shards complete (%d already were), %d file errors", complete, len(shards),
+             len(by_status.get("complete", [])), errors)
+    if crashes:
+        return EXIT_FATAL
+    if complete < len(shards):
+        return EXIT_INCOMPLETE
+    return EXIT_FILE_ERRORS if errors else EXIT_OK
