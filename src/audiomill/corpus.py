@@ -8,6 +8,7 @@ Files are encoded in the formats real corpora use: MP3 44.1 kHz stereo, FLAC
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -43,6 +44,7 @@ def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+@functools.lru_cache(maxsize=64)
 def speak(text: str, voice: str = "en", speed: int = 165) -> tuple[np.ndarray, int]:
     """Speech for ``text``: espeak-ng if installed, else a synthetic voiced signal."""
     if have_espeak():

@@ -176,7 +176,7 @@ def _die_with_parent() -> None:
 def _worker_main(index, device, cfg_json, weights_dir, threads, todo, events) -> None:
     _die_with_parent()
     cfg = TokenizeConfig.from_json(cfg_json)
-    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     try:
         processor = build_processor(cfg, weights_dir, device, f"worker {index} pid {os.getpid()}", threads)
         try:

@@ -139,4 +139,6 @@ class ShardProcessor:
         stats.update(shard=shard.name, source=shard.path, wall_seconds=round(time.time() - started, 3),
                      finished=time.time(), host=os.uname().nodename)
         self.folder.mark_done(shard.name, stats)
+        log.info("shard %s complete: %d files, %d errors, %.1f s audio in %.1f s", shard.name, stats["items"],
+                 stats["errors"], stats["audio_seconds"], stats["wall_seconds"])
         return ShardResult(shard.name, "done", stats)

@@ -1,0 +1,142 @@
+"""Fixtures: real speech made at test time, and tiny real codec models saved as users' checkpoints are."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from audiomill.corpus import encode_audio, speak, speech, write_tar
+
+TINY_SNAC_24KHZ = dict(
+    sampling_rate=24000, encoder_dim=8, encoder_rates=[2, 4, 8, 8], decoder_dim=32, decoder_rates=[8, 8, 4, 2],
+    attn_window_size=None, codebook_size=64, codebook_dim=4, vq_strides=[4, 2, 1],
+)
+TINY_SNAC_32KHZ = dict(
+    sampling_rate=32000, encoder_dim=8, encoder_rates=[2, 3, 8, 8], decoder_dim=32, decoder_rates=[8, 8, 3, 2],
+    attn_window_size=32, codebook_size=64, codebook_dim=4, vq_strides=[8, 4, 2, 1],
+)
+
+
+def pytest_configure(config):
+    if shutil.which("espeak-ng") is None:
+        raise pytest.UsageError("the tests need espeak-ng for real speech: apt-get install espeak-ng")
+
+
+def save_snac(folder, config: dict, seed: int = 0) -> str:
+    """A randomly initialised SNAC saved in the upstream layout: config.json + pytorch_model.bin.
+
+    Its encoder biases are zeroed so that codes follow the audio (with them, a tiny
+    random SNAC gives nearly one code for every frame, and no comparison could fail).
+    """
+    import torch
+    from snac import SNAC
+
+    torch.manual_seed(seed)
+    model = SNAC(**config)
+    with torch.no_grad():  # random biases swamp the signal and every frame gets the same code: drop them
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") and (name.startswith("encoder") or ".in_proj." in name):
+                parameter.zero_()
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    torch.save(model.state_dict(), os.path.join(folder, "pytorch_model.bin"))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_snac(tmp_path_factory) -> str:
+    return save_snac(tmp_path_factory.mktemp("snac24"), TINY_SNAC_24KHZ)
+
+
+@pytest.fixture(scope="session")
+def tiny_snac_32k(tmp_path_factory) -> str:
+    return save_snac(tmp_path_factory.mktemp("snac32"), TINY_SNAC_32KHZ)
+
+
+GOOD_FILES = {  # key: (sentence index, format)
+    "a/utt0": (0, "mp3"),
+    "a/utt1": (1, "flac"),
+    "a/utt2": (2, "wav"),
+    "b/utt3": (3, "ogg"),
+    "b/utt4": (4, "mp3"),
+    "b/utt5": (5, "flac"),
+    "b/utt6": (6, "wav"),
+}
+
+
+def sentence_audio(index: int, extension: str) -> bytes:
+    from audiomill.corpus import SENTENCES
+
+    samples, rate = speak(SENTENCES[index % len(SENTENCES)])
+    return encode_audio(samples, rate, extension)
+
+
+@pytest.fixture(scope="session")
+def acceptance_shards(tmp_path_factory) -> dict:
+    """Two tar shards as the backbone's acceptance describes them.
+
+    Real speech as MP3 44.1 kHz stereo, FLAC 48 kHz, WAV 16 kHz (and OGG) with JSON
+    sidecars; a zero-byte member, a truncated MP3, a text file named .mp3, a member
+    named ../evil.mp3, and one file of three minutes.
+    """
+    folder = tmp_path_factory.mktemp("shards")
+    first: list[tuple[str, bytes]] = []
+    for key in ("a/utt0", "a/utt1", "a/utt2"):
+        index, ext = GOOD_FILES[key]
+        first.append((f"{key}.{ext}", sentence_audio(index, ext)))
+        first.append((f"{key}.json", json.dumps({"text": f"sentence {index}", "lang": "en"}).encode()))
+    first.append(("bad/empty.mp3", b""))
+    full = sentence_audio(7, "mp3")
+    first.append(("bad/truncated.mp3", full[: len(full) // 2]))
+    first.append(("bad/notaudio.mp3", b"This is a plain text file, not an MP3.\n" * 20))
+    first.append(("../evil.mp3", sentence_audio(8, "mp3")))
+    samples, rate = speech(180.0)
+    first.append(("long/talk.mp3", encode_audio(samples, rate, "mp3")))
+    first.append(("long/talk.json", json.dumps({"text": "three minutes"}).encode()))
+    second: list[tuple[str, bytes]] = []
+    for key in ("b/utt3", "b/utt4", "b/utt5", "b/utt6"):
+        index, ext = GOOD_FILES[key]
+        second.append((f"{key}.{ext}", sentence_audio(index, ext)))
+        second.append((f"{key}.json", json.dumps({"text": f"sentence {index}"}).encode()))
+    paths = [str(folder / "000001.tar"), str(folder / "000002.tar")]
+    write_tar(paths[0], first)
+    write_tar(paths[1], second)
+    return {
+        "paths": paths,
+        "folder": str(folder),
+        "good": sorted([*GOOD_FILES, "long/talk", "bad/truncated"]),
+        "bad": ["bad/empty", "bad/notaudio", "../evil"],
+    }
+
+
+def run_audiomill(*args: str, check: bool = False, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """The real command line, in a fresh process, as users run it."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "audiomill", *args], capture_output=True, text=True,
+                            env=full_env, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"audiomill {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def snac_reference_codes(model_dir: str, samples: np.ndarray) -> list[list[int]]:
+    """Codes from calling the upstream package directly: SNAC.from_pretrained + SNAC.encode."""
+    import torch
+    from snac import SNAC
+
+    model = SNAC.from_pretrained(model_dir).eval()
+    with torch.inference_mode():
+        codes = model.encode(torch.from_numpy(samples)[None, None, :])
+    return [level[0].tolist() for level in codes]
