@@ -24,6 +24,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad command lines fail in one line, pointing at --help."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _positive(kind):
     def parse(text: str):
         value = kind(text)
@@ -54,14 +61,14 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="audiomill",
         description="Turn large audio corpora into training-ready discrete tokens.",
         formatter_class=_Formatter,
         epilog="Run 'audiomill COMMAND --help' for the flags of each command.",
     )
     parser.add_argument("--version", action="version", version=f"audiomill {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     tok = commands.add_parser(
         "tokenize", formatter_class=_Formatter, help="encode audio into codec tokens, one JSONL per shard",
@@ -135,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Without reachable weights the demo uses randomly initialised ones, and says so.",
     )
     de.add_argument("--out", default="demo-out", help="folder for the corpus (shards/) and the tokens (tokens/)")
-    de.add_argument("--codec", default="snac-24khz", help="codec name")
+    de.add_argument("--codec", default="snac-24khz", help="codec to tokenize with; see 'audiomill codecs'")
     de.add_argument("--model-path", default=None, metavar="DIR", help="local folder with the codec's weights")
     de.set_defaults(func=cmd_demo)
     return parser

@@ -1,0 +1,104 @@
+"""The command line: every flag explained, bad input refused in one line before any work."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from audiomill.cli import build_parser
+from tests.conftest import run_audiomill
+
+COMMANDS = ["tokenize", "status", "shards", "codecs", "demo"]
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_explains_every_flag(command):
+    parser = subparsers(build_parser())[command]
+    text = run_audiomill(command, "--help", check=True).stdout
+    for action in parser._actions:
+        assert action.help and len(action.help) > 10, (command, action.dest)
+        for option in action.option_strings:
+            assert option in text, (command, option)
+
+
+def test_top_level_help_lists_commands():
+    text = run_audiomill("--help", check=True).stdout
+    for command in COMMANDS:
+        assert command in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tokenize", "x.tar", "--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
+    (["tokenize", "x.tar", "--out", "o", "--chunk-seconds", "-3"], "must be >= 0"),
+    (["tokenize", "x.tar"], "required: --out"),
+    (["status"], "required: OUT"),
+])
+def test_bad_flags_fail_in_one_line(args, message, tmp_path):
+    result = run_audiomill(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_input_fails_in_one_line_before_any_work(tmp_path):
+    result = run_audiomill("tokenize", str(tmp_path / "missing.tar"), "--out", str(tmp_path / "out"),
+                           "--random-weights")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"audiomill tokenize: error: input not found: {tmp_path}/missing.tar"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_weights_says_what_to_pass_before_any_work(acceptance_shards, tmp_path):
+    result = run_audiomill("tokenize", *acceptance_shards["paths"], "--out", str(tmp_path / "out"),
+                           env={"HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--model-path" in lines[0] and "hubertsiuzdak/snac_24khz" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_path_of_another_rate_is_refused(acceptance_shards, tiny_snac_32k, tmp_path):
+    result = run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(tmp_path / "out"),
+                           "--model-path", tiny_snac_32k, "--devices", "cpu")
+    assert result.returncode == 1
+    assert "is a 32000 Hz SNAC, but --codec snac-24khz expects 24000 Hz" in result.stderr
+
+
+def test_output_folder_of_another_codec_is_refused(acceptance_shards, tiny_snac, tmp_path):
+    out = str(tmp_path / "out")
+    run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", out, "--model-path", tiny_snac, check=True)
+    result = run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", out, "--random-weights",
+                           "--codec", "snac-32khz")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "was made with --codec snac-24khz, not snac-32khz" in lines[0]
+
+
+def test_codecs_table_lists_snac():
+    text = run_audiomill("codecs", check=True).stdout
+    assert "snac-24khz" in text and "11.72, 23.44, 46.88" in text and "audiomill[snac]" in text
+
+
+def test_shards_selects_numbered_range(tmp_path):
+    from audiomill.corpus import write_tar
+
+    for number in range(5):
+        write_tar(str(tmp_path / f"{number:06d}.tar"), [])
+    text = run_audiomill("shards", str(tmp_path), "--start", "1", "--end", "3", check=True).stdout
+    assert [line.split("\t")[0] for line in text.splitlines()] == ["000001", "000002", "000003"]
+
+
+def test_demo_runs_end_to_end_and_says_weights_are_random(tmp_path):
+    result = run_audiomill("demo", "--out", str(tmp_path / "demo"), env={"HF_HOME": str(tmp_path / "hf")},
+                           timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("randomly initialised weights") == 1
+    status = run_audiomill("status", str(tmp_path / "demo" / "tokens"), "--check-validity", check=True).stdout
+    assert "3 shards: 3 complete" in status and "0 problems" in status
