@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -68,6 +69,14 @@ class Progress:
         elif self.mode == "log" and time.time() - self._last_log >= self.interval:
             self._last_log = time.time()
             log.info("progress: %s", self.summary())
+
+    def logging_redirect(self):
+        """While the bar is live, log lines go above it instead of through it."""
+        if self._bar is None:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
 
     def close(self) -> None:
         if self._bar is not None:

@@ -105,10 +105,11 @@ def tokenize(cfg: TokenizeConfig) -> int:
               f"(pass --model-path DIR for real ones)", file=sys.stderr)
     log.info("tokenize: %d shards with %s into %s", len(shards), cfg.codec, cfg.out)
     progress = Progress(len(shards), cfg.progress, cfg.log_interval)
-    try:
-        results, crashes = run_local(cfg, shards, weights_dir, progress.update)
-    finally:
-        progress.close()
+    with progress.logging_redirect():
+        try:
+            results, crashes = run_local(cfg, shards, weights_dir, progress.update)
+        finally:
+            progress.close()
     by_status: dict[str, list[str]] = {}
     for result in results:
         by_status.setdefault(result.status, []).append(result.name)
