@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="files longer than this are encoded in windows of this length (0: never chunk)")
     tok.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
                      help="overlap between windows; each window keeps the codes of its own half of it")
-    tok.add_argument("--batch-seconds", type=_positive(float), default=120.0, metavar="S",
-                     help="audio per encoder batch (padded duration)")
+    tok.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
+                     help="padded audio per encoder batch (0: 120 on a GPU, 20 on CPU)")
     tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
                      help="decoding threads per worker (0: one per core, at most 8)")
     tok.add_argument("--retry-errors", action="store_true",

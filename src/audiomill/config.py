@@ -20,7 +20,7 @@ class TokenizeConfig:
     devices: str = "auto"
     chunk_seconds: float = 60.0
     overlap_seconds: float = 4.0
-    batch_seconds: float = 120.0
+    batch_seconds: float = 0.0  # 0: by device (see runner.local.default_batch_seconds)
     files_per_shard: int = 1000
     decode_workers: int = 0
     retry_errors: bool = False
