@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 
 import numpy as np
 
@@ -137,7 +136,3 @@ def make_speech_shards(
         write_tar(path, members)
         paths.append(path)
     return paths
-
-
-def timestamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
