@@ -120,7 +120,7 @@ def make_speech_shards(
     count = 0
     for shard in range(shards):
         members: list[tuple[str, bytes]] = []
-        for i in range(files_per_shard):
+        for _ in range(files_per_shard):
             text = SENTENCES[count % len(SENTENCES)]
             samples, rate = speak(text, speed=140 + 10 * (count % 5))
             extension = extensions[count % len(extensions)]
