@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audiomill.chunking import plan_windows, stitch
+from audiomill.chunking import Windower, plan_windows, stitch
 
 
 @pytest.mark.parametrize("num_samples", [1, 2047, 2048, 10_000, 99_999, 100_000, 250_001])
@@ -33,3 +33,26 @@ def test_no_windows_when_the_file_fits_or_chunking_is_off():
 def test_overlap_as_long_as_the_window_is_refused():
     with pytest.raises(ValueError):
         plan_windows(100_000, 4096, 8192, 2048)
+
+
+@pytest.mark.parametrize("num_samples", [1, 999, 20_000, 20_001, 20_480, 20_481, 61_440, 100_003, 250_000])
+@pytest.mark.parametrize("block", [1000, 4096, 77_777])
+def test_windower_cuts_the_planned_windows_from_a_stream(num_samples, block):
+    signal = np.arange(num_samples, dtype=np.float32)
+    windower = Windower(window=20_000, overlap=8192, alignment=2048)
+    cut = []
+    for start in range(0, num_samples, block):
+        cut.extend(windower.push(signal[start : start + block]))
+    cut.extend(windower.finish())
+    planned = plan_windows(num_samples, window=20_000, overlap=8192, alignment=2048)
+    assert [w for w, _ in cut] == planned
+    for window, samples in cut:
+        np.testing.assert_array_equal(samples, signal[window.start : window.end])
+
+
+def test_windower_holds_one_window_not_the_file():
+    windower = Windower(window=20_000, overlap=8192, alignment=2048)
+    for _ in range(200):
+        list(windower.push(np.zeros(4096, np.float32)))
+        assert windower._held <= 20_000 + 4096
+    assert windower.total == 200 * 4096

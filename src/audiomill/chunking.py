@@ -8,6 +8,7 @@ and the stitched codes have exactly as many frames as encoding the whole file.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,3 +57,56 @@ def stitch(windows: list[Window], codes: list[list[np.ndarray]], frame_hops: lis
             parts.append(window_codes[level][..., first:last])
         levels.append(np.concatenate(parts, axis=-1))
     return levels
+
+
+class Windower:
+    """The windows of :func:`plan_windows`, cut from audio as it is decoded, block by block.
+
+    The file's length is not known in advance: a window is cut once audio beyond its
+    end has arrived (so it is not the last), and :meth:`finish` cuts the last one.
+    Only the samples of the window being filled are held.
+    """
+
+    def __init__(self, window: int, overlap: int, alignment: int) -> None:
+        self.limit = window  # files up to this length are one window
+        self.window = max(alignment, window // alignment * alignment) if window > 0 else 0
+        self.half = overlap // (2 * alignment) * alignment if window > 0 else 0
+        if self.window and self.window - 2 * self.half <= 0:
+            raise ValueError("the overlap must be shorter than the window")
+        self._blocks: list[np.ndarray] = []
+        self._buffer_start = 0  # absolute index of the first held sample
+        self._held = 0
+        self._start = 0  # start of the next window
+        self.total = 0
+
+    def push(self, block: np.ndarray) -> Iterator[tuple[Window, np.ndarray]]:
+        self._blocks.append(block)
+        self._held += len(block)
+        self.total += len(block)
+        while self.window and self.total > self._start + self.window and self.total > self.limit:
+            start, end = self._start, self._start + self.window
+            keep_start = start + self.half if start > 0 else 0
+            yield Window(start, end, keep_start, end - self.half), self._take(start, end)
+            self._start += self.window - 2 * self.half
+            self._drop_before(self._start)
+
+    def finish(self) -> Iterator[tuple[Window, np.ndarray]]:
+        if self.total == 0:
+            return
+        start = self._start
+        keep_start = start + self.half if start > 0 else 0
+        yield Window(start, self.total, keep_start, self.total), self._take(start, self.total)
+        self._blocks, self._held = [], 0
+
+    def _take(self, start: int, end: int) -> np.ndarray:
+        if len(self._blocks) > 1:
+            self._blocks = [np.concatenate(self._blocks)]
+        return self._blocks[0][start - self._buffer_start : end - self._buffer_start].copy()
+
+    def _drop_before(self, position: int) -> None:
+        drop = position - self._buffer_start
+        if drop <= 0:
+            return
+        self._blocks = [np.concatenate(self._blocks)[drop:]] if self._blocks else []
+        self._buffer_start = position
+        self._held -= drop

@@ -33,8 +33,9 @@ class Shard:
 class Item:
     """One audio file of a shard, as a source yields it.
 
-    Exactly one of ``data`` (bytes read from an archive) and ``path`` (a file on
-    disk) is set for an item to decode. ``error`` is set when the source already
+    Exactly one of ``data`` (bytes read from an archive), ``path`` (a file on
+    disk) and ``member_range`` (``(start, size)`` of a large member inside the
+    uncompressed archive ``source``, decoded in place) is set for an item to decode. ``error`` is set when the source already
     knows the item cannot be used (an unsafe member name, a duplicate key);
     ``skipped`` when the caller said it does not want the item (resume), in which
     case no audio was read.
@@ -46,6 +47,7 @@ class Item:
     index: int
     data: bytes | None = None
     path: str | None = None
+    member_range: tuple[int, int] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     offset: float | None = None
     duration: float | None = None

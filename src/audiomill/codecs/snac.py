@@ -74,10 +74,8 @@ class SnacCodec:
         return [padded // h for h in self.frame_hops()]
 
     def encode(self, wav, lengths):
-        import torch
-
-        with torch.inference_mode():
-            return self.model.encode(wav.to(self.device)[:, None, :])
+        """Codes per level for ``wav[B, T]``; the caller chooses the grad mode (the stage: inference)."""
+        return self.model.encode(wav.to(self.device)[:, None, :])
 
     def decode(self, codes):
         import torch

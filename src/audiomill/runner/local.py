@@ -106,9 +106,8 @@ def _run_inline(cfg, shards, weights_dir, device, threads, on_event) -> list[Sha
     processor = build_processor(cfg, weights_dir, device, f"pid {os.getpid()}", threads)
     results = []
     try:
-        for shard in shards:
-            result = processor.run(shard, cfg.retry_errors, on_event)
-            on_event({"event": "shard", "shard": shard.name, "status": result.status})
+        for result in processor.run_shards(shards, cfg.retry_errors, on_event):
+            on_event({"event": "shard", "shard": result.name, "status": result.status})
             results.append(result)
     finally:
         processor.close()
@@ -161,7 +160,7 @@ def _run_processes(cfg, shards, weights_dir, devices, threads, on_event):
     return results, crashes
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """A worker must not outlive a killed parent, or it would go on holding shard locks."""
     parent = os.getppid()
     if sys.platform.startswith("linux"):
@@ -180,16 +179,15 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(index, device, cfg_json, weights_dir, threads, todo, events) -> None:
-    _die_with_parent()
+    die_with_parent()
     cfg = TokenizeConfig.from_json(cfg_json)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     try:
         processor = build_processor(cfg, weights_dir, device, f"worker {index} pid {os.getpid()}", threads)
         try:
-            while (data := todo.get()) is not None:
-                shard = Shard.from_json(data)
-                result = processor.run(shard, cfg.retry_errors, events.put)
-                events.put({"event": "result", "shard": shard.name, "status": result.status,
+            shards = (Shard.from_json(data) for data in iter(todo.get, None))
+            for result in processor.run_shards(shards, cfg.retry_errors, events.put):
+                events.put({"event": "result", "shard": result.name, "status": result.status,
                             "stats": result.stats, "reason": result.reason})
         finally:
             processor.close()

@@ -1,23 +1,32 @@
-"""One shard, start to finish: source -> decode pool -> stage -> sink, resumable per file."""
+"""Shards, start to finish: source -> decode pool -> stage -> sink, resumable per file.
+
+A feeder thread reads shards in order (lock, resume point, items) and hands their
+files to the decode pool; the calling thread takes windows from the pool as they
+come, batches and encodes them, and writes each file's record to its shard's sink.
+As soon as one shard is fully handed out the feeder starts on the next, so the
+decoders keep working while the last batches of a shard are encoded.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import queue
+import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from audiomill.audio import Audio, decode
-from audiomill.errors import DecodeError, ShardError
+from audiomill.errors import ShardError
 from audiomill.items import Item, Shard
-from audiomill.runner.state import OutputFolder
+from audiomill.runner.decode import DecodePool, Task, task_source
+from audiomill.runner.state import OutputFolder, ShardLock
 from audiomill.sinks.jsonl import JsonlSink
 from audiomill.sources import read_shard
-from audiomill.stages.tokenize import TokenizeStage
+from audiomill.stages import Output
+from audiomill.stages.tokenize import FileState, TokenizeStage
 
 log = logging.getLogger(__name__)
 
@@ -32,39 +41,21 @@ class ShardResult:
     reason: str = ""
 
 
-def decode_one(item: Item, sample_rate: int) -> Audio | str:
-    try:
-        source = item.data if item.data is not None else item.path
-        return decode(source, sample_rate, item.offset, item.duration)
-    except DecodeError as exc:
-        return str(exc)
-    except Exception as exc:  # a decoder bug must not end the shard
-        return f"decoding failed: {type(exc).__name__}: {exc}"
+@dataclass
+class _Run:
+    """A shard being written: its sink and lock, and how many of its files are still on the way."""
 
-
-def decode_stream(
-    items: Iterator[Item], sample_rate: int, pool: ThreadPoolExecutor, prefetch: int
-) -> Iterator[tuple[Item, Audio | str]]:
-    """Decode items in the pool, at most ``prefetch`` ahead, yielding in shard order."""
-    queue: deque[tuple[Item, Future | str]] = deque()
-    for item in items:
-        if item.skipped:
-            continue
-        if item.error is not None:
-            queue.append((item, item.error))
-        else:
-            queue.append((item, pool.submit(decode_one, item, sample_rate)))
-        while len(queue) > prefetch:
-            yield _resolve(queue.popleft())
-    while queue:
-        yield _resolve(queue.popleft())
-
-
-def _resolve(entry: tuple[Item, Future | str]) -> tuple[Item, Audio | str]:
-    item, pending = entry
-    result = pending if isinstance(pending, str) else pending.result()
-    item.data = None  # the bytes are no longer needed
-    return item, result
+    shard: Shard
+    sink: JsonlSink
+    lock: ShardLock
+    started: float
+    done: set[str] = field(default_factory=set)  # keys already written by an earlier run
+    order: list[str] = field(default_factory=list)
+    submitted: int = 0  # files handed out (written by the feeder only)
+    decoding: int = 0  # files whose windows have not all arrived
+    finished: int = 0  # files whose record or error is written (written by the consumer only)
+    fed: bool = False
+    failed: bool = False
 
 
 def error_record(item: Item, reason: str) -> dict[str, Any]:
@@ -75,70 +66,212 @@ class ShardProcessor:
     """Runs shards through one stage, in one process; owns the decode pool."""
 
     def __init__(self, folder: OutputFolder, stage: TokenizeStage, decode_workers: int, holder: str = "") -> None:
+        from audiomill.runner.decode import WindowPlan
+
         self.folder = folder
         self.stage = stage
-        self.decode_workers = max(1, decode_workers)
-        self.pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
         self.holder = holder
+        codec = stage.codec
+        plan = WindowPlan(codec.sample_rate, stage.window, stage.overlap, codec.alignment)
+        self.pool = DecodePool(max(1, decode_workers), plan)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.close()
 
     def run(self, shard: Shard, retry_errors: bool, report: Report) -> ShardResult:
+        return next(iter(self.run_shards([shard], retry_errors, report)))
+
+    def run_shards(self, shards: Iterable[Shard], retry_errors: bool, report: Report) -> Iterator[ShardResult]:
+        """Process ``shards`` in order, the next one's files decoding while this one's are encoded."""
+        control: queue.Queue = queue.Queue()
+        tickets: dict[int, tuple[_Run, FileState]] = {}
+        stop = threading.Event()
+        feeder = threading.Thread(target=self._feed, args=(shards, retry_errors, control, tickets, stop),
+                                  name="audiomill-feeder", daemon=True)
+        consumer = _Consumer(self, report, tickets)
+        feeder.start()
+        try:
+            ended = False
+            while not (ended and not consumer.runs):
+                while True:
+                    try:
+                        message = control.get_nowait()
+                    except queue.Empty:
+                        break
+                    if message[0] == "end":
+                        ended = True
+                    elif message[0] == "crash":
+                        raise message[1]
+                    else:
+                        yield from consumer.control(message)
+                busy = bool(consumer.runs) and any(run.decoding for run in consumer.runs)
+                decoded = self.pool.get(timeout=0.02 if busy or not ended else 0.2)
+                if decoded is not None:
+                    yield from consumer.decoded(decoded)
+                elif ended or not busy:
+                    yield from consumer.idle()
+        finally:
+            stop.set()
+            consumer.abandon()
+
+    def _feed(self, shards, retry_errors, control: queue.Queue, tickets, stop: threading.Event) -> None:
+        counter = itertools.count()
+        try:
+            for shard in shards:
+                if stop.is_set():
+                    break
+                run = self._open(shard, retry_errors, control)
+                if run is None:
+                    continue
+                control.put(("run", run))
+                done = run.done
+                try:
+                    for item in read_shard(shard, want=lambda key: key not in done):
+                        if stop.is_set():
+                            return
+                        run.order.append(item.key)
+                        if item.skipped:
+                            continue
+                        ticket = next(counter)
+                        tickets[ticket] = (run, self.stage.begin(item))
+                        run.submitted += 1
+                        run.decoding += 1
+                        if item.error is not None:
+                            control.put(("file_error", ticket, item.error))
+                        else:
+                            self.pool.submit(Task(ticket, task_source(item), item.offset, item.duration))
+                            item.data = None
+                except ShardError as exc:
+                    control.put(("shard_error", run, str(exc)))
+                    continue
+                control.put(("fed", run))
+        except BaseException as exc:  # the consumer re-raises it
+            control.put(("crash", exc))
+        finally:
+            control.put(("end",))
+
+    def _open(self, shard: Shard, retry_errors: bool, control: queue.Queue) -> _Run | None:
         lock = self.folder.try_lock(shard.name, self.holder)
         if lock is None:
-            return ShardResult(shard.name, "held", reason="another process holds it")
-        try:
-            stats = self.folder.done_stats(shard.name)
-            if stats is not None and not (retry_errors and stats.get("errors", 0) > 0):
-                return ShardResult(shard.name, "complete", stats)
-            if stats is not None:
-                self.folder.unmark_done(shard.name)
-            return self._process(shard, retry_errors, report)
-        finally:
+            control.put(("result", ShardResult(shard.name, "held", reason="another process holds it")))
+            return None
+        stats = self.folder.done_stats(shard.name)
+        if stats is not None and not (retry_errors and stats.get("errors", 0) > 0):
             lock.release()
-
-    def _process(self, shard: Shard, retry_errors: bool, report: Report) -> ShardResult:
-        started = time.time()
+            control.put(("result", ShardResult(shard.name, "complete", stats)))
+            return None
+        if stats is not None:
+            self.folder.unmark_done(shard.name)
         sink = JsonlSink(self.folder.out, shard.name)
         done = sink.open(retry_errors)
         if done:
             log.info("%s: resuming, %d files already written", shard.name, len(done))
-        order: list[str] = []
+        return _Run(shard, sink, lock, time.time(), done)
 
-        def items() -> Iterator[Item]:
-            for item in read_shard(shard, want=lambda key: key not in done):
-                order.append(item.key)
-                yield item
 
-        decoded = decode_stream(items(), self.stage.codec.sample_rate, self.pool, prefetch=4 * self.decode_workers)
-        try:
-            for outputs in self.stage.run(decoded):
-                files = errors = 0
-                seconds = 0.0
-                for output in outputs:
-                    if output.record is not None:
-                        sink.write(output.record)
-                        files += 1
-                        seconds += output.audio_seconds
-                    else:
-                        sink.write_error(error_record(output.item, output.error or "unknown error"))
-                        errors += 1
-                sink.flush()
-                report({"event": "progress", "shard": shard.name, "files": files, "errors": errors,
-                        "audio_seconds": seconds})
-        except ShardError as exc:
-            sink.close()
-            self.folder.mark_failed(shard.name, str(exc))
-            log.error("%s: %s", shard.name, exc)
-            return ShardResult(shard.name, "failed", reason=str(exc))
-        except BaseException:
-            sink.close()
-            raise
-        stats: dict[str, Any] = sink.finish(order)
-        stats.update(shard=shard.name, source=shard.path, wall_seconds=round(time.time() - started, 3),
+class _Consumer:
+    """The calling thread's side: windows into the stage, outputs into their shard's sink."""
+
+    def __init__(self, processor: ShardProcessor, report: Report, tickets: dict[int, tuple[_Run, FileState]]):
+        self.processor = processor
+        self.stage = processor.stage
+        self.folder = processor.folder
+        self.report = report
+        self.tickets = tickets
+        self.runs: list[_Run] = []
+        self.owner: dict[int, _Run] = {}  # id(item) -> its run
+
+    def control(self, message: tuple) -> Iterator[ShardResult]:
+        kind = message[0]
+        if kind == "result":
+            yield message[1]
+        elif kind == "run":
+            self.runs.append(message[1])
+        elif kind == "fed":
+            message[1].fed = True
+            yield from self._settle()
+        elif kind == "file_error":
+            run, state = self.tickets.pop(message[1])
+            run.decoding -= 1
+            self.owner[id(state.item)] = run
+            self._deliver(self.stage.fail(state, message[2]))
+        elif kind == "shard_error":
+            run, reason = message[1], message[2]
+            run.failed = True
+            run.sink.close()
+            self.folder.mark_failed(run.shard.name, reason)
+            run.lock.release()
+            self.runs.remove(run)
+            log.error("%s: %s", run.shard.name, reason)
+            yield ShardResult(run.shard.name, "failed", reason=reason)
+
+    def decoded(self, message: tuple) -> Iterator[ShardResult]:
+        kind, ticket = message[0], message[1]
+        if kind == "begin" or ticket not in self.tickets:
+            return
+        run, state = self.tickets[ticket]
+        self.owner[id(state.item)] = run
+        if kind == "error":
+            del self.tickets[ticket]
+            run.decoding -= 1
+            outputs = self.stage.fail(state, message[2])
+        else:
+            _, _, window, samples, last, num_samples = message
+            if last:
+                del self.tickets[ticket]
+                run.decoding -= 1
+            outputs = self.stage.add_window(state, len(state.windows), window, samples, last, num_samples)
+        self._deliver(outputs)
+        yield from self._settle()
+
+    def idle(self) -> Iterator[ShardResult]:
+        """Nothing is arriving: encode what waits for its batch to fill."""
+        if self.stage.batcher.pending:
+            self._deliver(self.stage.flush())
+        yield from self._settle()
+
+    def _settle(self) -> Iterator[ShardResult]:
+        """Flush the batches of shards whose files have all been decoded; finish complete shards."""
+        if any(run.fed and not run.decoding and run.finished < run.submitted for run in self.runs):
+            if self.stage.batcher.pending:
+                self._deliver(self.stage.flush())
+        for run in list(self.runs):
+            if run.fed and run.finished == run.submitted:
+                yield self._finish(run)
+
+    def _deliver(self, outputs: list[Output]) -> None:
+        touched: dict[int, tuple[_Run, dict[str, float]]] = {}
+        for output in outputs:
+            run = self.owner.pop(id(output.item))
+            if run.failed:
+                continue
+            counts = touched.setdefault(id(run), (run, {"files": 0, "errors": 0, "audio_seconds": 0.0}))[1]
+            if output.record is not None:
+                run.sink.write(output.record)
+                counts["files"] += 1
+                counts["audio_seconds"] += output.audio_seconds
+            else:
+                run.sink.write_error(error_record(output.item, output.error or "unknown error"))
+                counts["errors"] += 1
+            run.finished += 1
+        for run, counts in touched.values():
+            run.sink.flush()
+            self.report({"event": "progress", "shard": run.shard.name, **counts})
+
+    def _finish(self, run: _Run) -> ShardResult:
+        self.runs.remove(run)
+        stats: dict[str, Any] = run.sink.finish(run.order)
+        stats.update(shard=run.shard.name, source=run.shard.path, wall_seconds=round(time.time() - run.started, 3),
                      finished=time.time(), host=os.uname().nodename)
-        self.folder.mark_done(shard.name, stats)
-        log.info("shard %s complete: %d files, %d errors, %.1f s audio in %.1f s", shard.name, stats["items"],
+        self.folder.mark_done(run.shard.name, stats)
+        run.lock.release()
+        log.info("shard %s complete: %d files, %d errors, %.1f s audio in %.1f s", run.shard.name, stats["items"],
                  stats["errors"], stats["audio_seconds"], stats["wall_seconds"])
-        return ShardResult(shard.name, "done", stats)
+        return ShardResult(run.shard.name, "done", stats)
+
+    def abandon(self) -> None:
+        """The run is ending early: keep what is written (it is resumable) and free the locks."""
+        for run in self.runs:
+            run.sink.close()
+            run.lock.release()
+        self.runs.clear()

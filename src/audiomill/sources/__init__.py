@@ -45,7 +45,7 @@ def read_shard(shard: Shard, want: Want = lambda key: True) -> Iterator[Item]:
         if item.key in seen:
             item.error = item.error or f"duplicate key {item.key!r} in shard"
             item.key = f"{item.key}#dup{item.index}"
-            item.data = None
+            item.data = item.member_range = None
         seen.add(item.key)
         yield item
 

@@ -10,6 +10,7 @@ member's path without its last extension, sharing the sample's metadata.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from audiomill.items import Item, Shard
 from audiomill.sources import Want, is_audio_name, register, unsafe_name_reason
 
 MAX_SIDECAR_BYTES = 1 << 20
+IN_PLACE_BYTES = 8 << 20  # larger audio members of an uncompressed archive are decoded in place, not read
 TEXT_SIDECARS = ("txt", "text", "cls", "lang", "speaker")
 
 
@@ -38,6 +40,7 @@ def read_tar(shard: Shard, want: Want) -> Iterator[Item]:
     index = 0
     group_key: str | None = None
     group: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    in_place = getattr(archive.fileobj, "comptype", "") == "tar" and os.path.isfile(shard.path)
     try:
         with archive:
             for member in archive:
@@ -49,7 +52,10 @@ def read_tar(shard: Shard, want: Want) -> Iterator[Item]:
                         yield item
                     group = []
                 group_key = key
-                group.append((member, _read_member(archive, member, want, key)))
+                if in_place and member.isfile() and member.size > IN_PLACE_BYTES and is_audio_name(name):
+                    group.append((member, None))  # the stream skips its bytes; the decoder reads them in place
+                else:
+                    group.append((member, _read_member(archive, member, want, key)))
             for item in _group_items(shard, group, index, want):
                 index += 1
                 yield item
@@ -107,6 +113,8 @@ def _group_items(
             item.error = reason
         elif not member.isfile():
             item.error = f"member {member.name!r} is not a regular file"
+        elif data is None and member.size > IN_PLACE_BYTES:
+            item.member_range = (member.offset_data, member.size)
         else:
             item.data = data if data is not None else b""
         yield item

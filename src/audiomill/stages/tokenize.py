@@ -1,34 +1,71 @@
-"""The tokenize stage: decoded audio in, codec codes out, one record per file."""
+"""The tokenize stage: codec-rate windows in, codec codes out, one record per file.
+
+Windows arrive as the decoders cut them (see :mod:`audiomill.runner.decode`), from
+many files at once. They are batched by duration within codes-preserving buckets,
+encoded, and each file's codes are stitched and turned into its record once its
+last window is encoded.
+
+Out of memory is not an error: a batch that runs out is halved and retried, down
+to one window, and a single window that still does not fit is encoded in shorter
+overlapping windows. The budget for later batches shrinks to what fitted.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from audiomill.audio import Audio
 from audiomill.batching import DurationBatcher, Piece
-from audiomill.chunking import Window, plan_windows, stitch
+from audiomill.chunking import Window, Windower, plan_windows, stitch
 from audiomill.codecs import Codec
+from audiomill.errors import UsageError
 from audiomill.items import Item
 from audiomill.stages import Output
 
 log = logging.getLogger(__name__)
 
 RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+INJECT_OOM_ENV = "AUDIOMILL_INJECT_OOM"  # "clips>N" or "samples>N": fail such encode calls as out of memory
+
+
+class InjectedOutOfMemory(RuntimeError):
+    """Raised instead of encoding when AUDIOMILL_INJECT_OOM says so: an OOM that needs no GPU."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (InjectedOutOfMemory, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def parse_inject_oom(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    what, _, limit = spec.partition(">")
+    if what.strip() not in ("clips", "samples") or not limit.strip().isdigit():
+        raise UsageError(f"{INJECT_OOM_ENV}={spec!r}: expected clips>N or samples>N")
+    return what.strip(), int(limit)
 
 
 @dataclass
-class _Pending:
+class FileState:
+    """One file's windows in flight: their codes, and whether its last window has come."""
+
     item: Item
-    num_samples: int
-    windows: list[Window]
-    codes: list[list[np.ndarray] | None] = field(default_factory=list)
-    remaining: int = 0
-    failed: bool = False
+    windows: dict[int, Window] = field(default_factory=dict)
+    codes: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    count: int | None = None  # number of windows, known with the last one
+    num_samples: int = 0
+    done: bool = False  # its record or error has been output
 
 
 def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int, tokens: list[list[int]]) -> dict:
@@ -50,83 +87,199 @@ def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int,
 
 
 class TokenizeStage:
-    """Windows long files, batches windows by duration within codes-preserving buckets, encodes, stitches."""
+    """Batches windows by duration within codes-preserving buckets, encodes, stitches."""
 
-    def __init__(self, codec: Codec, window_seconds: float, overlap_seconds: float, batch_seconds: float) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        window_seconds: float,
+        overlap_seconds: float,
+        batch_seconds: float,
+        precision: str = "fp32",
+        compile: bool = False,
+    ) -> None:
+        import torch
+
         self.codec = codec
         rate = codec.sample_rate
         self.window = int(window_seconds * rate) if window_seconds > 0 else 0
         self.overlap = int(overlap_seconds * rate)
         self.batch_samples = max(1, int(batch_seconds * rate))
+        self.batcher = DurationBatcher(self.batch_samples)
+        self.device = torch.device(getattr(codec, "device", "cpu"))
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+        self.precision = precision
+        if precision == "tf32" and self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self._encode_fn = torch.compile(codec.encode, dynamic=True) if compile else codec.encode
+        # torch.compile traces SNAC's numpy scalars wrongly under inference_mode: no_grad is as good there
+        self._grad_mode = torch.no_grad if compile else torch.inference_mode
+        self._inject = parse_inject_oom(os.environ.get(INJECT_OOM_ENV))
+        self.ooms = 0
 
-    def run(self, decoded: Iterator[tuple[Item, Audio | str]]) -> Iterator[list[Output]]:
-        batcher = DurationBatcher(self.batch_samples)
+    # -- windows in, outputs out -------------------------------------------------------------
+
+    def begin(self, item: Item) -> FileState:
+        return FileState(item)
+
+    def add_window(
+        self, state: FileState, number: int, window: Window, samples: np.ndarray, last: bool, num_samples: int = 0
+    ) -> list[Output]:
+        """Queue one window of a file; returns the outputs of any batch this completes."""
+        if state.done:
+            return []
+        state.windows[number] = window
+        if last:
+            state.count = number + 1
+            state.num_samples = num_samples
+        piece = Piece(state, number, samples, self.codec.batch_key(len(samples)))
+        outputs: list[Output] = []
+        for batch in self.batcher.add(piece):
+            outputs += self._encode(batch)
+        return outputs
+
+    def fail(self, state: FileState, reason: str) -> list[Output]:
+        if state.done:
+            return []
+        state.done = True
+        return [Output(state.item, error=reason)]
+
+    def flush(self) -> list[Output]:
+        """Encode every window still waiting for its batch to fill."""
+        outputs: list[Output] = []
+        for batch in self.batcher.flush():
+            outputs += self._encode(batch)
+        return outputs
+
+    def run(self, decoded: Iterable[tuple[Item, Any]]) -> Iterator[list[Output]]:
+        """Whole decoded files (``(item, Audio or error reason)``) in, groups of outputs out."""
         for item, audio in decoded:
+            state = self.begin(item)
             if isinstance(audio, str):
-                yield [Output(item, error=audio)]
+                yield self.fail(state, audio)
                 continue
-            samples = audio.samples
-            windows = plan_windows(len(samples), self.window, self.overlap, self.codec.alignment)
-            pending = _Pending(item, len(samples), windows, [None] * len(windows), len(windows))
-            for number, window in enumerate(windows):
-                piece_samples = samples[window.start : window.end]
-                piece = Piece(pending, number, piece_samples, self.codec.batch_key(len(piece_samples)))
-                for batch in batcher.add(piece):
-                    yield self._encode(batch)
-        for batch in batcher.flush():
-            yield self._encode(batch)
+            windower = Windower(self.window, self.overlap, self.codec.alignment)
+            cuts = list(windower.push(audio.samples)) + list(windower.finish())
+            if not cuts:
+                yield self.fail(state, "no audio samples")
+                continue
+            for number, (window, samples) in enumerate(cuts):
+                last = number == len(cuts) - 1
+                outputs = self.add_window(state, number, window, samples, last, windower.total if last else 0)
+                if outputs:
+                    yield outputs
+        outputs = self.flush()
+        if outputs:
+            yield outputs
+
+    # -- encoding ----------------------------------------------------------------------------
 
     def _encode(self, batch: list[Piece]) -> list[Output]:
         outputs: list[Output] = []
         for piece, codes in self._encode_splitting(batch):
-            pending: _Pending = piece.owner
-            if pending.failed:
+            state: FileState = piece.owner
+            if state.done:
                 continue
             if isinstance(codes, str):
-                pending.failed = True
-                outputs.append(Output(pending.item, error=codes))
+                outputs += self.fail(state, codes)
                 continue
-            pending.codes[piece.window] = codes
-            pending.remaining -= 1
-            if pending.remaining == 0:
-                outputs.append(self._finish(pending))
+            state.codes[piece.window] = codes
+            if state.count is not None and len(state.codes) == state.count:
+                outputs.append(self._finish(state))
         return outputs
 
     def _encode_splitting(self, batch: list[Piece]) -> list[tuple[Piece, list[np.ndarray] | str]]:
-        """Encode a batch; if it fails, encode each half, down to single pieces, which then fail alone."""
+        """Encode a batch; on failure encode each half, down to single windows, then shorter windows."""
         try:
-            return list(zip(batch, self._encode_batch(batch)))
-        except Exception as exc:  # an out-of-memory or a model error: narrow it down
-            if len(batch) == 1:
-                log.warning("encoding %s failed: %s", batch[0].owner.item.key, exc)
-                return [(batch[0], f"encoding failed: {type(exc).__name__}: {exc}")]
-            half = len(batch) // 2
-            return self._encode_splitting(batch[:half]) + self._encode_splitting(batch[half:])
+            return list(zip(batch, self.encode_arrays([p.samples for p in batch])))
+        except Exception as exc:
+            oom = is_out_of_memory(exc)
+            if oom:
+                self._after_oom(batch)
+            if len(batch) > 1:
+                half = len(batch) // 2
+                return self._encode_splitting(batch[:half]) + self._encode_splitting(batch[half:])
+            if oom:
+                return [(batch[0], self._encode_shorter(batch[0].samples))]
+            owner = batch[0].owner
+            log.warning("encoding %s failed: %s", owner.item.key if owner is not None else "a window", exc)
+            return [(batch[0], f"encoding failed: {type(exc).__name__}: {exc}")]
 
-    def _encode_batch(self, batch: list[Piece]) -> list[list[np.ndarray]]:
+    def _after_oom(self, batch: list[Piece]) -> None:
         import torch
 
-        longest = max(len(p.samples) for p in batch)
-        padded = -(-longest // self.codec.alignment) * self.codec.alignment if not self.codec.padding_safe else longest
-        wav = np.zeros((len(batch), padded), dtype=np.float32)
-        for row, piece in enumerate(batch):
-            wav[row, : len(piece.samples)] = piece.samples
-        lengths = torch.tensor([len(p.samples) for p in batch])
-        codes = self.codec.encode(torch.from_numpy(wav), lengths)
+        self.ooms += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        size = sum(len(p.samples) for p in batch)
+        if len(batch) > 1 and size // 2 < self.batcher.max_samples:
+            self.batcher.max_samples = max(1, size // 2)
+            log.warning("out of memory on %.1f s of audio: batches are now at most %.1f s",
+                        size / self.codec.sample_rate, self.batcher.max_samples / self.codec.sample_rate)
+
+    def _encode_shorter(self, samples: np.ndarray) -> list[np.ndarray] | str:
+        """One window that does not fit: encode it in overlapping windows half as long, and stitch."""
+        alignment = self.codec.alignment
+        window = len(samples) // 2 // alignment * alignment
+        overlap = min(self.overlap, window // 2)
+        if window < max(2 * alignment, self.codec.sample_rate) or window <= overlap:
+            return f"out of memory even on {len(samples) / self.codec.sample_rate:.1f} s of audio"
+        log.warning("out of memory on one %.1f s window: encoding it in %.1f s windows",
+                    len(samples) / self.codec.sample_rate, window / self.codec.sample_rate)
+        windows = plan_windows(len(samples), window, overlap, alignment)
+        codes = []
+        for sub in windows:
+            part = self._encode_splitting([Piece(None, 0, samples[sub.start : sub.end], 0)])[0][1]
+            if isinstance(part, str):
+                return part
+            codes.append(part)
+        return stitch(windows, codes, self.codec.frame_hops())
+
+    def encode_arrays(self, clips: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Encode clips of one bucket in one call; per clip, its codes per level (frames last)."""
+        import torch
+
+        longest = max(len(c) for c in clips)
+        alignment = self.codec.alignment
+        padded = longest if self.codec.padding_safe else -(-longest // alignment) * alignment
+        if self._inject is not None:
+            what, limit = self._inject
+            size = len(clips) if what == "clips" else len(clips) * padded
+            if size > limit:
+                raise InjectedOutOfMemory(f"CUDA out of memory (injected by {INJECT_OOM_ENV}: {what} {size} > {limit})")
+        wav = np.zeros((len(clips), padded), dtype=np.float32)
+        for row, clip in enumerate(clips):
+            wav[row, : len(clip)] = clip
+        tensor = torch.from_numpy(wav)
+        lengths = torch.tensor([len(c) for c in clips])
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+            lengths = lengths.to(self.device, non_blocking=True)
+        autocast = (torch.autocast(self.device.type, dtype=self._autocast) if self._autocast is not None
+                    else contextlib.nullcontext())
+        with self._grad_mode(), autocast:
+            codes = self._encode_fn(tensor, lengths)
         arrays = [level.cpu().numpy() for level in codes]
         results = []
-        for row, piece in enumerate(batch):
-            frames = self.codec.num_frames(len(piece.samples))
+        for row, clip in enumerate(clips):
+            frames = self.codec.num_frames(len(clip))
             results.append([arrays[level][row, ..., : frames[level]] for level in range(len(arrays))])
         return results
 
-    def _finish(self, pending: _Pending) -> Output:
-        levels = stitch(pending.windows, pending.codes, self.codec.frame_hops())
+    def _finish(self, state: FileState) -> Output:
+        state.done = True
+        count = state.count or 0
+        windows = [state.windows[i] for i in range(count)]
+        levels = stitch(windows, [state.codes[i] for i in range(count)], self.codec.frame_hops())
         tokens: list[list[int]] = []
         for level in levels:
             if level.ndim == 1:
                 tokens.append(level.tolist())
             else:  # [codebooks, frames]: one list per codebook
                 tokens.extend(row.tolist() for row in level)
-        record = make_record(pending.item, self.codec.name, self.codec.sample_rate, pending.num_samples, tokens)
-        return Output(pending.item, record=record, audio_seconds=pending.num_samples / self.codec.sample_rate)
+        record = make_record(state.item, self.codec.name, self.codec.sample_rate, state.num_samples, tokens)
+        state.codes.clear()
+        return Output(state.item, record=record, audio_seconds=state.num_samples / self.codec.sample_rate)
