@@ -181,3 +181,17 @@ def test_status_lists_remaining_inputs(acceptance_shards, tiny_snac, tmp_path):
     result = run_audiomill("status", str(out), *acceptance_shards["paths"], "--remaining", str(remaining), check=True)
     assert "1 complete" in result.stdout and "1 not started" in result.stdout
     assert remaining.read_text().splitlines() == [acceptance_shards["paths"][1]]
+
+
+@pytest.mark.parametrize("inject", ["clips>1", "samples>200000"])
+def test_out_of_memory_halves_the_batch_then_the_window_and_codes_stay_the_same(
+        acceptance_shards, tiny_snac, reference_run, tmp_path, inject):
+    """clips>1: every batch of more than one window fails; samples>200000: so does every window over 8.3 s."""
+    out = tmp_path / "out"
+    result = run_audiomill("tokenize", *acceptance_shards["paths"], "--out", str(out), "--model-path", tiny_snac,
+                           *SMALL_WINDOWS, env={"AUDIOMILL_INJECT_OOM": inject})
+    assert result.returncode == 3, result.stderr
+    assert "out of memory" in result.stderr
+    if inject.startswith("samples"):
+        assert "encoding it in" in result.stderr  # a single window was split
+    assert outputs(out) == outputs(reference_run)

@@ -77,3 +77,33 @@ def test_a_truncated_archive_yields_what_it_holds_then_fails(tmp_path):
         for item in read_shard(Shard("cut", "tar", str(cut))):
             seen.append(item.key)
     assert seen == ["a"]
+
+
+def test_a_large_member_of_a_plain_tar_is_decoded_in_place_not_read(tmp_path):
+    import gzip
+
+    import numpy as np
+
+    from audiomill.audio import ByteRange, decode
+    from audiomill.corpus import encode_audio, speech
+    from audiomill.runner.decode import task_source
+    from audiomill.sources.tar import IN_PLACE_BYTES
+
+    samples, rate = speech(100.0)
+    small = encode_audio(samples[: rate * 5], rate, "wav")
+    big = encode_audio(samples, rate, "wav")  # 16 kHz WAV: 3.2 MB per 100 s
+    while len(big) <= IN_PLACE_BYTES:
+        samples = np.concatenate([samples, samples])
+        big = encode_audio(samples, rate, "wav")
+    shard = tar_shard(tmp_path, [("long/talk.wav", big), ("long/talk.json", b'{"text": "t"}'), ("x.wav", small)])
+    items = list(read_shard(shard))
+    assert items[0].data is None and items[0].member_range is not None
+    assert items[0].meta == {"text": "t"}
+    assert isinstance(task_source(items[0]), ByteRange)
+    np.testing.assert_array_equal(decode(task_source(items[0]), 24000).samples, decode(big, 24000).samples)
+    assert items[1].data == small  # small members are read as before
+
+    packed = tmp_path / "packed.tar.gz"  # a compressed archive cannot be read in place
+    packed.write_bytes(gzip.compress(open(shard.path, "rb").read()))
+    items = list(read_shard(Shard("packed", "tar", str(packed))))
+    assert items[0].data == big and items[0].member_range is None
