@@ -31,25 +31,11 @@ def pytest_configure(config):
 def save_snac(folder, config: dict, seed: int = 2) -> str:
     """A randomly initialised SNAC saved in the upstream layout: config.json + pytorch_model.bin.
 
-    Random biases swamp the signal (every frame gets nearly the same code, and no
-    comparison could fail), so the encoder's are zeroed -- all but a small first-layer
-    bias, which keeps SNAC sensitive to zero-padding as trained weights are (with no
-    bias at all, padded zeros stay zeros through every layer and padding is harmless).
+    See :func:`audiomill.codecs.snac.random_model` for why its biases are treated.
     """
-    import torch
-    from snac import SNAC
+    from audiomill.codecs.snac import save_random
 
-    torch.manual_seed(seed)
-    model = SNAC(**config)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias") and (name.startswith("encoder") or ".in_proj." in name):
-                parameter.mul_(0.03) if name == "encoder.block.0.bias" else parameter.zero_()
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as handle:
-        json.dump(config, handle)
-    torch.save(model.state_dict(), os.path.join(folder, "pytorch_model.bin"))
-    return str(folder)
+    return save_random(str(folder), config, seed)
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,14 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
                         help="only shards whose name ends in a number <= N (inclusive)")
 
 
+def _add_speed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+                        help="encoder arithmetic; anything but fp32 may change some codes: measure it with "
+                             "'audiomill bench --agreement' first")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder (slow start, then faster; check codes with bench --agreement)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="audiomill",
@@ -95,9 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
                      help="overlap between windows; each window keeps the codes of its own half of it")
     tok.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
-                     help="padded audio per encoder batch (0: 120 on a GPU, 20 on CPU)")
+                     help="padded audio per encoder batch (0: found from free GPU memory by a probe, remembered "
+                          "per codec and GPU; 20 on CPU)")
     tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
-                     help="decoding threads per worker (0: one per core, at most 8)")
+                     help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
+                          "most 8; one per two cores for a CPU worker)")
+    _add_speed(tok)
     tok.add_argument("--retry-errors", action="store_true",
                      help="try the files recorded in *.errors.jsonl again")
     _add_selection(tok)
@@ -135,6 +146,48 @@ def build_parser() -> argparse.ArgumentParser:
                              description="List every codec: rates, codebooks, bitrate, batching safety, extra.")
     co.add_argument("--json", action="store_true", help="print JSON instead of a table")
     co.set_defaults(func=cmd_codecs)
+
+    be = commands.add_parser(
+        "bench", formatter_class=_Formatter, help="measure throughput against the ceilings and the naive loop",
+        description=(
+            "On one corpus and one set of weights, in one process, measure audio seconds per wall second of:\n"
+            "the model ceiling (encode of pre-decoded, pre-batched windows), the decode ceiling (all decoders,\n"
+            "no model), audiomill end to end, and the naive loop (one file at a time, decoded on the main\n"
+            "thread, batch size one). The ceiling is min(model, decode) on a GPU and 1/(1/model + 1/decode)\n"
+            "when both share the CPU. Without --corpus, real speech files (MP3 44.1 kHz stereo, FLAC 48 kHz,\n"
+            "WAV 16 kHz) from 1 s to --longest-seconds are made first."
+        ),
+    )
+    be.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
+    be.add_argument("--model-path", default=None, metavar="DIR",
+                    help="local folder with the codec's weights (default: full-size random weights)")
+    be.add_argument("--tiny", action="store_true", help="use the codec's tiny random test configuration")
+    be.add_argument("--corpus", nargs="+", default=[], metavar="INPUT",
+                    help="your own shards, folders or manifests instead of the generated corpus")
+    be.add_argument("--corpus-seconds", type=_positive(float), default=1200.0, metavar="S",
+                    help="length of the generated corpus")
+    be.add_argument("--longest-seconds", type=_positive(float), default=600.0, metavar="S",
+                    help="the generated corpus has one file this long; the others are 1 to 60 s")
+    be.add_argument("--device", default="auto", help="'auto' (the first GPU, else CPU), 'cpu' or a GPU index")
+    be.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
+                    help="decoding processes (0: as tokenize chooses)")
+    be.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
+                    help="padded audio per encoder batch (0: as tokenize chooses)")
+    be.add_argument("--chunk-seconds", type=_non_negative(float), default=60.0, metavar="S",
+                    help="window length for long files, as for tokenize")
+    be.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
+                    help="window overlap, as for tokenize")
+    _add_speed(be)
+    be.add_argument("--agreement", action="store_true",
+                    help="also report, for bf16, fp16, torch.compile (and TF32 on a GPU), the share of codes "
+                         "identical to fp32 and the model speed")
+    be.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive loop (it is slow)")
+    be.add_argument("--work-dir", default=None, metavar="DIR",
+                    help="keep the corpus and outputs here (default: a temporary folder, removed after)")
+    be.add_argument("--json", action="store_true",
+                    help="print one JSON object (model_ceiling, decode_ceiling, ceiling, end_to_end, naive, "
+                         "peak_rss_mb, ...)")
+    be.set_defaults(func=cmd_bench)
 
     de = commands.add_parser(
         "demo", formatter_class=_Formatter, help="make a small speech corpus and tokenize it",
@@ -257,6 +310,15 @@ def cmd_codecs(args: argparse.Namespace) -> int:
         print(f"{i.name:<16} {i.sample_rate:>6} {rates:<22} {i.num_codebooks:>5} {i.cardinality:>6} "
               f"{i.bits_per_second:>7.0f}  {'yes' if i.padding_safe else 'no':<8} audiomill[{i.extra}]")
     return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from audiomill.bench import BenchConfig, run_bench
+
+    fields = BenchConfig.__dataclass_fields__
+    if args.json:
+        logging.getLogger().setLevel(logging.WARNING)
+    return run_bench(BenchConfig(**{k: v for k, v in vars(args).items() if k in fields}))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

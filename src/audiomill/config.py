@@ -7,7 +7,8 @@ from typing import Any
 
 # Fields whose change would change what is written: a run may not reuse an output
 # folder made with other values.
-OUTPUT_FIELDS = ("codec", "model_path", "random_weights", "chunk_seconds", "overlap_seconds", "files_per_shard")
+OUTPUT_FIELDS = ("codec", "model_path", "random_weights", "chunk_seconds", "overlap_seconds", "files_per_shard",
+                 "precision", "compile")
 
 
 @dataclass
@@ -23,6 +24,8 @@ class TokenizeConfig:
     batch_seconds: float = 0.0  # 0: by device (see runner.local.default_batch_seconds)
     files_per_shard: int = 1000
     decode_workers: int = 0
+    precision: str = "fp32"
+    compile: bool = False
     retry_errors: bool = False
     start: int | None = None
     end: int | None = None

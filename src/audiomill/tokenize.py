@@ -49,7 +49,8 @@ def _freeze_plan(folder: OutputFolder, cfg: TokenizeConfig, shards: list[Shard],
     if folder.exists():
         plan = folder.read_plan()
         for name in OUTPUT_FIELDS:
-            old, new = plan["config"].get(name), config.get(name)
+            default = TokenizeConfig.__dataclass_fields__[name].default
+            old, new = plan["config"].get(name, default), config.get(name)
             if old != new:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(

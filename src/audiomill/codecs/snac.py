@@ -26,6 +26,7 @@ CONFIG_32KHZ = dict(
     decoder_rates=[8, 8, 3, 2], attn_window_size=32, codebook_size=4096, codebook_dim=8, vq_strides=[8, 4, 2, 1],
 )
 CONFIG_44KHZ = dict(CONFIG_32KHZ, sampling_rate=44100)
+TINY = dict(encoder_dim=8, decoder_dim=32, codebook_size=64, codebook_dim=4)  # 0.2 M params, for tests
 
 
 def _info(name: str, hub_id: str, config: dict) -> CodecInfo:
@@ -84,15 +85,44 @@ class SnacCodec:
             return self.model.decode([c.to(self.device) for c in codes])[:, 0, :]
 
 
-def load(info: CodecInfo, weights_dir: str | None, device: str) -> SnacCodec:
+def random_model(config: dict, seed: int = 0):
+    """A randomly initialised SNAC whose codes follow its input, as trained weights' do.
+
+    Random biases swamp the signal (every frame gets nearly the same code, so no
+    comparison could fail), so the encoder's are zeroed -- all but a small first-layer
+    bias, which keeps SNAC sensitive to zero-padding as trained weights are (with no
+    bias at all, padded zeros stay zeros through every layer and padding is harmless).
+    """
     import torch
     from snac import SNAC
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SNAC(**config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") and (name.startswith("encoder") or ".in_proj." in name):
+                parameter.mul_(0.03) if name == "encoder.block.0.bias" else parameter.zero_()
+    return model
+
+
+def save_random(folder: str, config: dict, seed: int = 0) -> str:
+    """:func:`random_model` saved in the upstream layout (config.json + pytorch_model.bin)."""
+    import torch
+
+    model = random_model(config, seed)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
+        json.dump(config, handle)
+    torch.save(model.state_dict(), os.path.join(folder, "pytorch_model.bin"))
+    return folder
+
+
+def load(info: CodecInfo, weights_dir: str | None, device: str) -> SnacCodec:
+    from snac import SNAC
+
     if weights_dir is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = SNAC(**info.config)
-        return SnacCodec(model, info.name, device)
+        return SnacCodec(random_model(info.config), info.name, device)
     with open(os.path.join(weights_dir, "config.json"), encoding="utf-8") as handle:
         config = json.load(handle)
     rate = config.get("sampling_rate")

@@ -66,7 +66,8 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def build_processor(cfg: TokenizeConfig, weights_dir: str | None, device: str, holder: str, threads: int):
+def build_processor(cfg: TokenizeConfig, weights_dir: str | None, device: str, holder: str, threads: int,
+                    workers_on_node: int = 1):
     import torch
 
     from audiomill.codecs import load_codec
@@ -75,10 +76,20 @@ def build_processor(cfg: TokenizeConfig, weights_dir: str | None, device: str, h
     if threads > 0:
         torch.set_num_threads(threads)
     codec = load_codec(cfg.codec, weights_dir, device)
-    stage = TokenizeStage(codec, cfg.chunk_seconds, cfg.overlap_seconds,
-                          cfg.batch_seconds or default_batch_seconds(device))
-    workers = cfg.decode_workers or default_decode_workers()
+    stage = TokenizeStage(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds or 20.0,
+                          precision=cfg.precision, compile=cfg.compile)
+    if not cfg.batch_seconds:
+        stage.set_batch_seconds(batch_budget(stage, device))
+    workers = cfg.decode_workers or default_decode_workers(device, workers_on_node)
     return ShardProcessor(OutputFolder(cfg.out), stage, workers, holder)
+
+
+def batch_budget(stage, device: str) -> float:
+    if device.startswith("cuda"):
+        from audiomill.runner.budget import probe_batch_seconds
+
+        return probe_batch_seconds(stage)
+    return default_batch_seconds(device)
 
 
 def default_batch_seconds(device: str) -> float:
@@ -86,8 +97,13 @@ def default_batch_seconds(device: str) -> float:
     return 120.0 if device.startswith("cuda") else 20.0
 
 
-def default_decode_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2)))
+def default_decode_workers(device: str, workers_on_node: int) -> int:
+    """A GPU worker gets its share of the cores (up to 8); a CPU worker, whose model needs the
+    cores itself, one decoder per two cores (decoding is ~20x faster than a CPU model)."""
+    cores = max(1, (os.cpu_count() or 2) // max(1, workers_on_node))
+    if device.startswith("cuda"):
+        return max(1, min(8, cores - 1))
+    return max(1, cores // 2)
 
 
 def run_local(
@@ -123,7 +139,7 @@ def _run_processes(cfg, shards, weights_dir, devices, threads, on_event):
     for _ in devices:
         todo.put(None)
     workers = [
-        ctx.Process(target=_worker_main, args=(i, device, cfg.to_json(), weights_dir, threads, todo, events),
+        ctx.Process(target=_worker_main, args=(i, device, len(devices), cfg.to_json(), weights_dir, threads, todo, events),
                     name=f"audiomill-worker-{i}", daemon=False)
         for i, device in enumerate(devices)
     ]
@@ -178,12 +194,13 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker_main(index, device, cfg_json, weights_dir, threads, todo, events) -> None:
+def _worker_main(index, device, workers_on_node, cfg_json, weights_dir, threads, todo, events) -> None:
     die_with_parent()
     cfg = TokenizeConfig.from_json(cfg_json)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     try:
-        processor = build_processor(cfg, weights_dir, device, f"worker {index} pid {os.getpid()}", threads)
+        processor = build_processor(cfg, weights_dir, device, f"worker {index} pid {os.getpid()}", threads,
+                                    workers_on_node)
         try:
             shards = (Shard.from_json(data) for data in iter(todo.get, None))
             for result in processor.run_shards(shards, cfg.retry_errors, events.put):

@@ -120,6 +120,9 @@ class TokenizeStage:
         self._inject = parse_inject_oom(os.environ.get(INJECT_OOM_ENV))
         self.ooms = 0
 
+    def set_batch_seconds(self, seconds: float) -> None:
+        self.batch_samples = self.batcher.max_samples = max(1, int(seconds * self.codec.sample_rate))
+
     # -- windows in, outputs out -------------------------------------------------------------
 
     def begin(self, item: Item) -> FileState:

@@ -1,0 +1,424 @@
+"""``audiomill bench``: audiomill end to end against its ceilings and the naive loop, in one process.
+
+On one corpus and one set of weights, it measures (audio seconds per wall second):
+
+- **model ceiling**: the codec's encode on pre-decoded, pre-batched windows (the very
+  batches audiomill forms), in a tight loop;
+- **decode ceiling**: reading, decoding, resampling and windowing the corpus with all
+  decode workers and no model;
+- **end to end**: ``audiomill tokenize``'s pipeline, shards to JSONL;
+- **naive**: what data-prep scripts do today: one file at a time, decoded on the
+  main thread, encoded window by window at batch size one.
+
+The ceiling is min(model, decode) when the model runs on an accelerator, and
+1 / (1/model + 1/decode) when model and decoders share the CPU's cores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from audiomill.corpus import encode_audio, speech, write_tar
+from audiomill.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+BENCH_FORMATS = ("mp3", "flac", "wav")  # MP3 44.1 kHz stereo, FLAC 48 kHz, WAV 16 kHz
+
+
+@dataclass
+class BenchConfig:
+    codec: str = "snac-24khz"
+    model_path: str | None = None
+    tiny: bool = False
+    corpus: list[str] = field(default_factory=list)
+    corpus_seconds: float = 1200.0
+    longest_seconds: float = 600.0
+    device: str = "auto"
+    decode_workers: int = 0
+    batch_seconds: float = 0.0
+    chunk_seconds: float = 60.0
+    overlap_seconds: float = 4.0
+    precision: str = "fp32"
+    compile: bool = False
+    agreement: bool = False
+    naive: bool = True
+    work_dir: str | None = None
+    json: bool = False
+
+
+# -- the corpus ---------------------------------------------------------------------------------
+
+def corpus_durations(total: float, longest: float, seed: int = 0) -> list[float]:
+    """One file of ``longest`` seconds, the rest log-uniform between 1 s and min(60 s, longest)."""
+    rng = random.Random(seed)
+    durations = [longest] if longest <= total else []
+    short_max = max(1.0, min(60.0, longest))
+    while sum(durations) < total:
+        durations.append(round(math.exp(rng.uniform(0.0, math.log(short_max))), 2))
+    rng.shuffle(durations)
+    return durations
+
+
+def make_corpus(folder: str, total: float, longest: float, shards: int = 2) -> list[str]:
+    """Tar shards of espeak-ng speech, MP3 44.1 kHz stereo / FLAC 48 kHz / WAV 16 kHz in turn."""
+    os.makedirs(folder, exist_ok=True)
+    durations = corpus_durations(total, longest)
+    per_shard = -(-len(durations) // shards)
+    paths = []
+    for shard in range(shards):
+        members = []
+        for number in range(shard * per_shard, min(len(durations), (shard + 1) * per_shard)):
+            samples, rate = speech(durations[number], seed=number)
+            extension = BENCH_FORMATS[number % len(BENCH_FORMATS)]
+            members.append((f"bench/{number:05d}.{extension}", encode_audio(samples, rate, extension)))
+        path = os.path.join(folder, f"bench-{shard:03d}.tar")
+        write_tar(path, members)
+        paths.append(path)
+    return paths
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+def reset_peak_rss() -> None:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if pid == "self" else 0.0
+
+
+# -- the measurements ----------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.work = cfg.work_dir or tempfile.mkdtemp(prefix="audiomill-bench-")
+        self.owns_work = cfg.work_dir is None
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            if self.owns_work:
+                shutil.rmtree(self.work, ignore_errors=True)
+
+    def _run(self) -> dict[str, Any]:
+        import torch
+
+        from audiomill.codecs import codec_info, load_codec, resolve_weights
+        from audiomill.runner.local import batch_budget, default_decode_workers, parse_devices
+        from audiomill.sources.discover import discover_shards
+
+        cfg = self.cfg
+        info = codec_info(cfg.codec)
+        devices = parse_devices(cfg.device)
+        device = devices[0]
+        if cfg.tiny:
+            module = __import__(info.module, fromlist=["TINY", "save_random"])
+            if not hasattr(module, "TINY"):
+                raise UsageError(f"--tiny: {cfg.codec} has no tiny configuration")
+            weights = module.save_random(os.path.join(self.work, "tiny-model"), dict(info.config, **module.TINY))
+            weights_label = "tiny random config"
+        elif cfg.model_path:
+            weights = resolve_weights(info, cfg.model_path)
+            weights_label = cfg.model_path
+        else:
+            weights = None
+            weights_label = "full-size random weights"
+        if cfg.corpus:
+            shards = discover_shards(cfg.corpus, files_per_shard=1000)
+        else:
+            log.info("bench: making %.0f s of speech (longest file %.0f s)", cfg.corpus_seconds, cfg.longest_seconds)
+            paths = make_corpus(os.path.join(self.work, "corpus"), cfg.corpus_seconds, cfg.longest_seconds)
+            shards = discover_shards(paths, files_per_shard=1000)
+        workers = cfg.decode_workers or default_decode_workers(device, 1)
+        codec = load_codec(cfg.codec, weights, device)
+        stage = self._stage(codec, cfg.batch_seconds or 20.0, cfg.precision, cfg.compile)
+        batch_seconds = cfg.batch_seconds or batch_budget(stage, device)
+        stage.set_batch_seconds(batch_seconds)
+        self._warm_up(stage)
+
+        end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
+        decode, windows = self._decode_ceiling(stage, shards, workers)
+        batches = self._batches(stage, windows)
+        model, reference = self._model_ceiling(stage, batches)
+        naive = self._naive(codec, stage, shards) if cfg.naive else None
+        on_accelerator = device.startswith("cuda")
+        ceiling = min(model, decode) if on_accelerator else 1.0 / (1.0 / model + 1.0 / decode)
+        result: dict[str, Any] = {
+            "codec": cfg.codec,
+            "weights": weights_label,
+            "device": _device_name(device),
+            "cpu_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "decode_workers": workers,
+            "batch_seconds": batch_seconds,
+            "precision": cfg.precision,
+            "compile": cfg.compile,
+            "corpus_files": len(windows),
+            "corpus_audio_seconds": round(audio_seconds, 1),
+            "model_ceiling": round(model, 2),
+            "decode_ceiling": round(decode, 2),
+            "ceiling": round(ceiling, 2),
+            "end_to_end": round(end_to_end, 2),
+            "naive": round(naive, 2) if naive else None,
+            "end_to_end_over_ceiling": round(end_to_end / ceiling, 3),
+            "end_to_end_over_model_ceiling": round(end_to_end / model, 3),
+            "end_to_end_over_naive": round(end_to_end / naive, 3) if naive else None,
+            "peak_rss_mb": round(rss, 1),
+            "decoder_peak_rss_mb": round(decoder_rss, 1),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        if cfg.agreement:
+            result["agreement"] = self._agreement(codec, batch_seconds, batches, reference, device)
+        return result
+
+    def _stage(self, codec, batch_seconds: float, precision: str, compile: bool):
+        from audiomill.stages.tokenize import TokenizeStage
+
+        return TokenizeStage(codec, self.cfg.chunk_seconds, self.cfg.overlap_seconds, batch_seconds,
+                             precision=precision, compile=compile)
+
+    def _warm_up(self, stage) -> None:
+        rate = stage.codec.sample_rate
+        clip = np.random.default_rng(0).standard_normal(rate).astype(np.float32) * 0.1
+        for _ in range(2):
+            stage.encode_arrays([clip])
+        _synchronize(stage)
+
+    def _end_to_end(self, stage, shards, workers) -> tuple[float, float, float, float]:
+        from audiomill.runner.shard import ShardProcessor
+        from audiomill.runner.state import OutputFolder
+
+        out = os.path.join(self.work, "tokens")
+        shutil.rmtree(out, ignore_errors=True)
+        folder = OutputFolder(out)
+        folder.create()
+        reset_peak_rss()
+        started = time.perf_counter()
+        processor = ShardProcessor(folder, stage, workers, holder="bench")
+        audio_seconds = 0.0
+        try:
+            for result in processor.run_shards(shards, False, lambda event: None):
+                audio_seconds += result.stats.get("audio_seconds", 0.0)
+            elapsed = time.perf_counter() - started
+            decoder_rss = max((peak_rss_mb(pid) for pid in processor.pool.pids()), default=0.0)
+        finally:
+            processor.close()
+        return audio_seconds / elapsed, audio_seconds, peak_rss_mb(), decoder_rss
+
+    def _decode_ceiling(self, stage, shards, workers) -> tuple[float, dict[int, list[np.ndarray]]]:
+        """Decode, resample and window the corpus with all decoders; keep the windows for the model."""
+        from audiomill.runner.decode import DecodePool, Task, WindowPlan, task_source
+        from audiomill.sources import read_shard
+
+        codec = stage.codec
+        plan = WindowPlan(codec.sample_rate, stage.window, stage.overlap, codec.alignment)
+        started = time.perf_counter()
+        pool = DecodePool(workers, plan)
+        windows: dict[int, list[np.ndarray]] = {}
+        total = 0
+        try:
+            pending = 0
+            ticket = 0
+            items = (item for shard in shards for item in read_shard(shard))
+            exhausted = False
+            while not exhausted or pending:
+                while not exhausted and pending < 2 * workers:
+                    item = next(items, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    if item.error is None:
+                        pool.submit(Task(ticket, task_source(item), item.offset, item.duration))
+                        windows[ticket] = []
+                        ticket += 1
+                        pending += 1
+                message = pool.get(timeout=0.05)
+                if message is None or message[0] == "begin":
+                    continue
+                if message[0] == "error":
+                    pending -= 1
+                    windows.pop(message[1], None)
+                    continue
+                _, number, window, samples, last, num_samples = message
+                windows[number].append(samples)
+                if last:
+                    pending -= 1
+                    total += num_samples
+            elapsed = time.perf_counter() - started
+        finally:
+            pool.close()
+        return total / codec.sample_rate / elapsed, windows
+
+    def _batches(self, stage, windows: dict[int, list[np.ndarray]]) -> list[list[np.ndarray]]:
+        from audiomill.batching import DurationBatcher, Piece
+
+        batcher = DurationBatcher(stage.batcher.max_samples)
+        batches: list[list[np.ndarray]] = []
+        for ticket, pieces in windows.items():
+            for number, samples in enumerate(pieces):
+                for batch in batcher.add(Piece(ticket, number, samples, stage.codec.batch_key(len(samples)))):
+                    batches.append([p.samples for p in batch])
+        batches.extend([p.samples for p in batch] for batch in batcher.flush())
+        return batches
+
+    def _model_ceiling(self, stage, batches) -> tuple[float, list[list[list[np.ndarray]]]]:
+        samples = sum(len(clip) for batch in batches for clip in batch)
+        started = time.perf_counter()
+        codes = [stage.encode_arrays(batch) for batch in batches]
+        _synchronize(stage)
+        elapsed = time.perf_counter() - started
+        return samples / stage.codec.sample_rate / elapsed, codes
+
+    def _naive(self, codec, stage, shards) -> float:
+        """One file at a time: read, decode on this thread, encode each window alone."""
+        import torch
+
+        from audiomill.audio import decode
+        from audiomill.chunking import Windower
+        from audiomill.errors import DecodeError
+        from audiomill.runner.decode import task_source
+        from audiomill.sources import read_shard
+
+        total = 0
+        started = time.perf_counter()
+        for shard in shards:
+            for item in read_shard(shard):
+                if item.error is not None:
+                    continue
+                try:
+                    audio = decode(task_source(item), codec.sample_rate, item.offset, item.duration)
+                except DecodeError:
+                    continue
+                windower = Windower(stage.window, stage.overlap, codec.alignment)
+                for _, samples in list(windower.push(audio.samples)) + list(windower.finish()):
+                    with torch.inference_mode():
+                        codes = codec.encode(torch.from_numpy(samples)[None], torch.tensor([len(samples)]))
+                    [level.cpu() for level in codes]
+                total += len(audio.samples)
+        return total / codec.sample_rate / (time.perf_counter() - started)
+
+    def _agreement(self, codec, batch_seconds, batches, reference, device) -> dict[str, Any]:
+        """Share of codes identical to fp32 eager, and speed, for each speed option."""
+        options: list[tuple[str, str, bool]] = [("bf16", "bf16", False), ("fp16", "fp16", False),
+                                                 ("compile", "fp32", True)]
+        if device.startswith("cuda"):
+            options.insert(0, ("tf32", "tf32", False))
+        report: dict[str, Any] = {}
+        for label, precision, compile in options:
+            try:
+                stage = self._stage(codec, batch_seconds, precision, compile)
+                self._warm_up(stage)
+                if compile:  # compile every batch shape once, outside the timing
+                    for batch in batches:
+                        stage.encode_arrays(batch)
+                speed, codes = self._model_ceiling(stage, batches)
+            except Exception as exc:  # an option this device cannot run is reported, not fatal
+                report[label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                continue
+            finally:
+                if device.startswith("cuda"):
+                    import torch
+
+                    torch.backends.cuda.matmul.allow_tf32 = False
+                    torch.backends.cudnn.allow_tf32 = False
+            same = count = 0
+            for batch_ref, batch_codes in zip(reference, codes):
+                for clip_ref, clip_codes in zip(batch_ref, batch_codes):
+                    for level_ref, level_codes in zip(clip_ref, clip_codes):
+                        same += int(np.count_nonzero(level_ref == level_codes))
+                        count += level_ref.size
+            report[label] = {"identical_codes": round(same / max(1, count), 6), "model_speed": round(speed, 2)}
+        return report
+
+
+def _synchronize(stage) -> None:
+    if stage.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(stage.device)
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    import platform
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"cpu ({model or platform.processor() or 'unknown'})"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"audiomill bench: {result['codec']} ({result['weights']}) on {result['device']}, "
+        f"{result['corpus_files']} files, {result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
+        f"  decode workers {result['decode_workers']}, torch threads {result['torch_threads']}, "
+        f"batches of {result['batch_seconds']:g} s, {result['precision']}{', compiled' if result['compile'] else ''}",
+        "",
+        f"  {'':<16}{'audio s / wall s':>18}",
+        f"  {'model ceiling':<16}{result['model_ceiling']:>18.1f}",
+        f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
+        f"  {'ceiling':<16}{result['ceiling']:>18.1f}",
+        f"  {'end to end':<16}{result['end_to_end']:>18.1f}",
+    ]
+    if result.get("naive"):
+        lines.append(f"  {'naive loop':<16}{result['naive']:>18.1f}")
+    lines += [
+        "",
+        f"  end to end / ceiling        {result['end_to_end_over_ceiling']:.2f}",
+        f"  end to end / model ceiling  {result['end_to_end_over_model_ceiling']:.2f}",
+    ]
+    if result.get("naive"):
+        lines.append(f"  end to end / naive          {result['end_to_end_over_naive']:.2f}")
+    lines.append(f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB")
+    for label, figures in result.get("agreement", {}).items():
+        if "error" in figures:
+            lines.append(f"  {label:<8} not available here: {figures['error']}")
+        else:
+            lines.append(f"  {label:<8} identical codes {100 * figures['identical_codes']:.3f} %, "
+                         f"model {figures['model_speed']:.1f} audio s / wall s")
+    return "\n".join(lines)
+
+
+def run_bench(cfg: BenchConfig) -> int:
+    result = Bench(cfg).run()
+    print(json.dumps(result) if cfg.json else format_report(result))
+    return 0
+
