@@ -132,13 +132,14 @@ class Bench:
         import torch
 
         from audiomill.codecs import codec_info, load_codec, resolve_weights
-        from audiomill.runner.local import batch_budget, default_decode_workers, parse_devices
+        from audiomill.runner.local import batch_budget, default_decode_workers, limit_kernel_cache, parse_devices
         from audiomill.sources.discover import discover_shards
 
         cfg = self.cfg
         info = codec_info(cfg.codec)
         devices = parse_devices(cfg.device)
         device = devices[0]
+        limit_kernel_cache(device)
         if cfg.tiny:
             module = __import__(info.module, fromlist=["TINY", "save_random"])
             if not hasattr(module, "TINY"):

@@ -1,0 +1,33 @@
+"""audiomill bench through the real command line, on a tiny corpus it makes itself."""
+
+from __future__ import annotations
+
+import json
+
+from audiomill.bench import corpus_durations
+from tests.conftest import run_audiomill
+
+
+def test_corpus_spans_one_second_to_the_longest_file():
+    durations = corpus_durations(1200, 600)
+    assert max(durations) == 600 and min(durations) >= 1.0 and sum(durations) >= 1200
+    assert any(d < 5 for d in durations) and any(20 < d < 60 for d in durations)
+
+
+def test_bench_json_reports_every_figure_and_consistent_ratios(tmp_path):
+    result = run_audiomill("bench", "--tiny", "--corpus-seconds", "40", "--longest-seconds", "20", "--json",
+                           "--agreement", "--work-dir", str(tmp_path), check=True)
+    figures = json.loads(result.stdout)
+    for name in ("model_ceiling", "decode_ceiling", "ceiling", "end_to_end", "naive", "peak_rss_mb"):
+        assert figures[name] > 0, name
+    model, decode = figures["model_ceiling"], figures["decode_ceiling"]
+    assert abs(figures["ceiling"] - 1 / (1 / model + 1 / decode)) < 0.02  # CPU: model and decoders share cores
+    assert figures["corpus_audio_seconds"] >= 40
+    assert abs(figures["end_to_end_over_ceiling"] - figures["end_to_end"] / figures["ceiling"]) < 0.01
+    agreement = figures["agreement"]
+    assert set(agreement) == {"bf16", "fp16", "compile"}
+    for option in agreement.values():
+        assert "error" in option or 0.0 <= option["identical_codes"] <= 1.0
+    # the end-to-end run wrote real records for the whole corpus
+    records = sum(1 for path in (tmp_path / "tokens").glob("*.jsonl") for _ in open(path))
+    assert records == figures["corpus_files"]
