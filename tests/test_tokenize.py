@@ -195,3 +195,18 @@ def test_out_of_memory_halves_the_batch_then_the_window_and_codes_stay_the_same(
     if inject.startswith("samples"):
         assert "encoding it in" in result.stderr  # a single window was split
     assert outputs(out) == outputs(reference_run)
+
+
+def test_peak_memory_does_not_grow_with_files_or_file_length(tmp_path):
+    """benchmarks/memory.py at a scale CI affords: 300 files and a 15-minute file against 20 files."""
+    import json as json_module
+
+    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..", "benchmarks", "memory.py"),
+                             "--many", "300", "--long-seconds", "900", "--json", "--work-dir", str(tmp_path)],
+                            capture_output=True, text=True, check=True)
+    figures = json_module.loads(result.stdout)
+    assert figures["many_over_few"] <= 1.5, figures
+    assert figures["long_over_few"] <= 1.5, figures
+    assert len(read_jsonl(tmp_path / "out-many" / "many-00000.jsonl")) == 300
+    record = read_jsonl(tmp_path / "out-long" / "long-00000.jsonl")[0]
+    assert record["num_samples"] == 900 * 24000
