@@ -132,7 +132,13 @@ class Bench:
         import torch
 
         from audiomill.codecs import codec_info, load_codec, resolve_weights
-        from audiomill.runner.local import batch_budget, default_decode_workers, limit_kernel_cache, parse_devices
+        from audiomill.runner.local import (
+            CPU_BATCH_SECONDS,
+            batch_budget,
+            default_decode_workers,
+            limit_kernel_cache,
+            parse_devices,
+        )
         from audiomill.sources.discover import discover_shards
 
         cfg = self.cfg
@@ -160,7 +166,7 @@ class Bench:
             shards = discover_shards(paths, files_per_shard=1000)
         workers = cfg.decode_workers or default_decode_workers(device, 1)
         codec = load_codec(cfg.codec, weights, device)
-        stage = self._stage(codec, cfg.batch_seconds or 20.0, cfg.precision, cfg.compile)
+        stage = self._stage(codec, cfg.batch_seconds or CPU_BATCH_SECONDS, cfg.precision, cfg.compile)
         batch_seconds = cfg.batch_seconds or batch_budget(stage, device)
         stage.set_batch_seconds(batch_seconds)
         self._warm_up(stage)
@@ -303,7 +309,7 @@ class Bench:
         import torch
 
         from audiomill.audio import decode
-        from audiomill.chunking import Windower
+        from audiomill.chunking import plan_windows
         from audiomill.errors import DecodeError
         from audiomill.runner.decode import task_source
         from audiomill.sources import read_shard
@@ -318,8 +324,8 @@ class Bench:
                     audio = decode(task_source(item), codec.sample_rate, item.offset, item.duration)
                 except DecodeError:
                     continue
-                windower = Windower(stage.window, stage.overlap, codec.alignment)
-                for _, samples in list(windower.push(audio.samples)) + list(windower.finish()):
+                for window in plan_windows(len(audio.samples), stage.window, stage.overlap, codec.alignment):
+                    samples = audio.samples[window.start : window.end]
                     with torch.inference_mode():
                         codes = codec.encode(torch.from_numpy(samples)[None], torch.tensor([len(samples)]))
                     [level.cpu() for level in codes]

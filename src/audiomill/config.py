@@ -21,7 +21,7 @@ class TokenizeConfig:
     devices: str = "auto"
     chunk_seconds: float = 60.0
     overlap_seconds: float = 4.0
-    batch_seconds: float = 0.0  # 0: by device (see runner.local.default_batch_seconds)
+    batch_seconds: float = 0.0  # 0: by device (see runner.local.batch_budget)
     files_per_shard: int = 1000
     decode_workers: int = 0
     precision: str = "fp32"

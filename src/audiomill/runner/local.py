@@ -77,7 +77,7 @@ def build_processor(cfg: TokenizeConfig, weights_dir: str | None, device: str, h
         torch.set_num_threads(threads)
     limit_kernel_cache(device)
     codec = load_codec(cfg.codec, weights_dir, device)
-    stage = TokenizeStage(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds or 20.0,
+    stage = TokenizeStage(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds or CPU_BATCH_SECONDS,
                           precision=cfg.precision, compile=cfg.compile)
     if not cfg.batch_seconds:
         stage.set_batch_seconds(batch_budget(stage, device))
@@ -92,17 +92,16 @@ def limit_kernel_cache(device: str) -> None:
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
+CPU_BATCH_SECONDS = 20.0  # large batches only cost memory on CPU (120 s: 4.3 GB peak, no faster than 10 s)
+
+
 def batch_budget(stage, device: str) -> float:
+    """Seconds of padded audio per batch: probed from free memory on a GPU, fixed on CPU."""
     if device.startswith("cuda"):
         from audiomill.runner.budget import probe_batch_seconds
 
         return probe_batch_seconds(stage)
-    return default_batch_seconds(device)
-
-
-def default_batch_seconds(device: str) -> float:
-    """On CPU large batches only cost memory (measured: 120 s batches, 4.3 GB peak, no faster than 10 s ones)."""
-    return 120.0 if device.startswith("cuda") else 20.0
+    return CPU_BATCH_SECONDS
 
 
 def default_decode_workers(device: str, workers_on_node: int) -> int:

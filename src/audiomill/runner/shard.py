@@ -84,11 +84,10 @@ class ShardProcessor:
     def run_shards(self, shards: Iterable[Shard], retry_errors: bool, report: Report) -> Iterator[ShardResult]:
         """Process ``shards`` in order, the next one's files decoding while this one's are encoded."""
         control: queue.Queue = queue.Queue()
-        tickets: dict[int, tuple[_Run, FileState]] = {}
+        consumer = _Consumer(self, report)
         stop = threading.Event()
-        feeder = threading.Thread(target=self._feed, args=(shards, retry_errors, control, tickets, stop),
+        feeder = threading.Thread(target=self._feed, args=(shards, retry_errors, control, consumer, stop),
                                   name="audiomill-feeder", daemon=True)
-        consumer = _Consumer(self, report, tickets)
         feeder.start()
         try:
             ended = False
@@ -114,7 +113,7 @@ class ShardProcessor:
             stop.set()
             consumer.abandon()
 
-    def _feed(self, shards, retry_errors, control: queue.Queue, tickets, stop: threading.Event) -> None:
+    def _feed(self, shards, retry_errors, control: queue.Queue, consumer: "_Consumer", stop: threading.Event) -> None:
         counter = itertools.count()
         try:
             for shard in shards:
@@ -133,7 +132,8 @@ class ShardProcessor:
                         if item.skipped:
                             continue
                         ticket = next(counter)
-                        tickets[ticket] = (run, self.stage.begin(item))
+                        consumer.owner[id(item)] = run
+                        consumer.tickets[ticket] = (run, self.stage.begin(item))
                         run.submitted += 1
                         run.decoding += 1
                         if item.error is not None:
@@ -172,14 +172,14 @@ class ShardProcessor:
 class _Consumer:
     """The calling thread's side: windows into the stage, outputs into their shard's sink."""
 
-    def __init__(self, processor: ShardProcessor, report: Report, tickets: dict[int, tuple[_Run, FileState]]):
-        self.processor = processor
+    def __init__(self, processor: ShardProcessor, report: Report):
         self.stage = processor.stage
         self.folder = processor.folder
         self.report = report
-        self.tickets = tickets
-        self.runs: list[_Run] = []
+        # both filled by the feeder thread as it hands files out
+        self.tickets: dict[int, tuple[_Run, FileState]] = {}
         self.owner: dict[int, _Run] = {}  # id(item) -> its run
+        self.runs: list[_Run] = []
 
     def control(self, message: tuple) -> Iterator[ShardResult]:
         kind = message[0]
@@ -193,7 +193,6 @@ class _Consumer:
         elif kind == "file_error":
             run, state = self.tickets.pop(message[1])
             run.decoding -= 1
-            self.owner[id(state.item)] = run
             self._deliver(self.stage.fail(state, message[2]))
         elif kind == "shard_error":
             run, reason = message[1], message[2]
@@ -210,7 +209,6 @@ class _Consumer:
         if kind == "begin" or ticket not in self.tickets:
             return
         run, state = self.tickets[ticket]
-        self.owner[id(state.item)] = run
         if kind == "error":
             del self.tickets[ticket]
             run.decoding -= 1

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from audiomill.batching import DurationBatcher, Piece
-from audiomill.chunking import Window, Windower, plan_windows, stitch
+from audiomill.chunking import Window, plan_windows, stitch
 from audiomill.codecs import Codec
 from audiomill.errors import UsageError
 from audiomill.items import Item
@@ -134,8 +134,7 @@ class TokenizeStage:
         rate = codec.sample_rate
         self.window = int(window_seconds * rate) if window_seconds > 0 else 0
         self.overlap = int(overlap_seconds * rate)
-        self.batch_samples = max(1, int(batch_seconds * rate))
-        self.batcher = DurationBatcher(self.batch_samples)
+        self.batcher = DurationBatcher(max(1, int(batch_seconds * rate)))
         self.device = torch.device(getattr(codec, "device", "cpu"))
         if precision not in PRECISIONS:
             raise UsageError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
@@ -152,7 +151,7 @@ class TokenizeStage:
         self.ooms = 0
 
     def set_batch_seconds(self, seconds: float) -> None:
-        self.batch_samples = self.batcher.max_samples = max(1, int(seconds * self.codec.sample_rate))
+        self.batcher.max_samples = max(1, int(seconds * self.codec.sample_rate))
 
     # -- windows in, outputs out -------------------------------------------------------------
 
@@ -195,14 +194,15 @@ class TokenizeStage:
             if isinstance(audio, str):
                 yield self.fail(state, audio)
                 continue
-            windower = Windower(self.window, self.overlap, self.codec.alignment)
-            cuts = list(windower.push(audio.samples)) + list(windower.finish())
-            if not cuts:
+            total = len(audio.samples)
+            if total == 0:
                 yield self.fail(state, "no audio samples")
                 continue
-            for number, (window, samples) in enumerate(cuts):
-                last = number == len(cuts) - 1
-                outputs = self.add_window(state, number, window, samples, last, windower.total if last else 0)
+            windows = plan_windows(total, self.window, self.overlap, self.codec.alignment)
+            for number, window in enumerate(windows):
+                last = number == len(windows) - 1
+                samples = audio.samples[window.start : window.end]
+                outputs = self.add_window(state, number, window, samples, last, total if last else 0)
                 if outputs:
                     yield outputs
         outputs = self.flush()
