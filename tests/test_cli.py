@@ -9,7 +9,7 @@ import pytest
 from audiomill.cli import build_parser
 from tests.conftest import run_audiomill
 
-COMMANDS = ["tokenize", "status", "shards", "codecs", "demo"]
+COMMANDS = ["tokenize", "status", "shards", "codecs", "resynth", "demo"]
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

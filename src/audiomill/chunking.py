@@ -43,17 +43,21 @@ def plan_windows(num_samples: int, window: int, overlap: int, alignment: int) ->
         start += step
 
 
-def stitch(windows: list[Window], codes: list[list[np.ndarray]], frame_hops: list[int]) -> list[np.ndarray]:
-    """Join per-window codes (``codes[w][level]``, frames along the last axis) into whole-file codes."""
+def stitch(windows: list[Window], codes: list[list[np.ndarray]], frame_hops: list[float]) -> list[np.ndarray]:
+    """Join per-window codes (``codes[w][level]``, frames along the last axis) into whole-file codes.
+
+    A hop may be fractional (EnCodec 48 kHz: 150 frames per 47,520-sample chunk); window
+    offsets are multiples of the codec's alignment, hence whole numbers of frames.
+    """
     if len(windows) == 1:
         return codes[0]
     levels: list[np.ndarray] = []
     for level, hop in enumerate(frame_hops):
         parts = []
         for number, (window, window_codes) in enumerate(zip(windows, codes)):
-            first = (window.keep_start - window.start) // hop
+            first = round((window.keep_start - window.start) / hop)
             is_last = number == len(windows) - 1
-            last = window_codes[level].shape[-1] if is_last else (window.keep_end - window.start) // hop
+            last = window_codes[level].shape[-1] if is_last else round((window.keep_end - window.start) / hop)
             parts.append(window_codes[level][..., first:last])
         levels.append(np.concatenate(parts, axis=-1))
     return levels

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests, or globs")
     tok.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     tok.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
+    tok.add_argument("--codec-option", action="append", default=[], metavar="KEY=VALUE", dest="codec_option",
+                     help="a setting of the codec, e.g. bandwidth=6 (EnCodec) or num_quantizers=8 (Mimi); "
+                          "repeatable; see 'audiomill codecs'")
     tok.add_argument("--model-path", default=None, metavar="DIR",
                      help="local folder with the codec's config.json and weights; otherwise the Hugging Face cache/hub")
     tok.add_argument("--random-weights", action="store_true",
@@ -104,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overlap between windows; each window keeps the codes of its own half of it")
     tok.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
                      help="padded audio per encoder batch (0: found from free GPU memory by a probe, remembered "
-                          "per codec and GPU; 20 on CPU)")
+                          "per codec and GPU; 10 on CPU). Longer windows are encoded in overlapping windows of "
+                          "this length")
     tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
                      help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
                           "most 8; one per two cores for a CPU worker)")
@@ -189,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
                          "peak_rss_mb, ...)")
     be.set_defaults(func=cmd_bench)
 
+    rs = commands.add_parser(
+        "resynth", formatter_class=_Formatter, help="decode tokens back to WAV files, to listen to them",
+        description="Decode the token records of a JSONL file (or of every shard of a tokenize output folder)\n"
+                    "back to audio with the codec that made them, one WAV file per record, named by key.\n"
+                    "The codec, its options and weights come from the output folder's plan.",
+    )
+    rs.add_argument("tokens", metavar="TOKENS", help="a tokens .jsonl file, or a tokenize output folder")
+    rs.add_argument("--wav-dir", required=True, metavar="DIR", help="folder for the WAV files (created)")
+    rs.add_argument("--model-path", default=None, metavar="DIR",
+                    help="the codec's weights (default: those the tokens were made with)")
+    rs.add_argument("--limit", type=_positive(int), default=None, metavar="N", help="stop after N files")
+    rs.add_argument("--key", action="append", default=None, dest="keys", metavar="KEY",
+                    help="only this record (repeatable)")
+    rs.add_argument("--device", default="cpu", help="torch device for decoding, e.g. cuda:0")
+    rs.set_defaults(func=cmd_resynth)
+
     de = commands.add_parser(
         "demo", formatter_class=_Formatter, help="make a small speech corpus and tokenize it",
         description="Make a few tar shards of speech (espeak-ng if installed) and tokenize them with SNAC.\n"
@@ -224,7 +244,12 @@ def _config_from_args(args: argparse.Namespace):
     from audiomill.config import TokenizeConfig
 
     fields = TokenizeConfig.__dataclass_fields__
-    return TokenizeConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    from audiomill.codecs import parse_codec_options
+
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    if getattr(args, "codec_option", None):
+        values["codec_options"] = parse_codec_options(args.codec_option)
+    return TokenizeConfig(**values)
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -302,14 +327,25 @@ def cmd_codecs(args: argparse.Namespace) -> int:
             "name": i.name, "sample_rate": i.sample_rate, "frame_rates": list(i.frame_rates),
             "num_codebooks": i.num_codebooks, "cardinality": i.cardinality,
             "bits_per_second": round(i.bits_per_second, 1), "padding_safe": i.padding_safe, "extra": i.extra,
-            "hub_id": i.hub_id} for i in infos.values()], indent=1))
+            "hub_id": i.hub_id, "options": list(i.options), "description": i.description}
+            for i in infos.values()], indent=1))
         return EXIT_OK
-    print(f"{'codec':<16} {'rate':>6} {'frames/s':<22} {'books':>5} {'card':>6} {'bit/s':>7}  {'pad-safe':<8} extra")
+    print(f"{'codec':<16} {'rate':>6} {'frames/s':<28} {'books':>5} {'card':>6} {'bit/s':>7}  {'pad-safe':<8} "
+          f"{'extra':<23} options")
     for i in infos.values():
         rates = ", ".join(f"{r:.2f}" for r in i.frame_rates)
-        print(f"{i.name:<16} {i.sample_rate:>6} {rates:<22} {i.num_codebooks:>5} {i.cardinality:>6} "
-              f"{i.bits_per_second:>7.0f}  {'yes' if i.padding_safe else 'no':<8} audiomill[{i.extra}]")
+        print(f"{i.name:<16} {i.sample_rate:>6} {rates:<28} {i.num_codebooks:>5} {i.cardinality:>6} "
+              f"{i.bits_per_second:>7.0f}  {'yes' if i.padding_safe else 'no':<8} {'audiomill[' + i.extra + ']':<23} "
+              f"{', '.join(i.options) or '-'}")
     return EXIT_OK
+
+
+def cmd_resynth(args: argparse.Namespace) -> int:
+    from audiomill.resynth import resynth
+
+    written = resynth(args.tokens, args.wav_dir, args.model_path, args.limit,
+                      set(args.keys) if args.keys else None, args.device)
+    return EXIT_OK if written else EXIT_FATAL
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 # Fields whose change would change what is written: a run may not reuse an output
 # folder made with other values.
-OUTPUT_FIELDS = ("codec", "model_path", "random_weights", "chunk_seconds", "overlap_seconds", "files_per_shard",
+OUTPUT_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds", "files_per_shard",
                  "precision", "compile")
 
 
@@ -16,6 +16,7 @@ class TokenizeConfig:
     inputs: list[str] = field(default_factory=list)
     out: str = ""
     codec: str = "snac-24khz"
+    codec_options: dict[str, Any] = field(default_factory=dict)  # --codec-option KEY=VALUE
     model_path: str | None = None
     random_weights: bool = False
     devices: str = "auto"

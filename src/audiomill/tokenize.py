@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -29,6 +30,10 @@ def prepare(cfg: TokenizeConfig) -> tuple[list[Shard], str | None]:
         cfg.model_path = os.path.abspath(cfg.model_path)
     shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end)
     info = codec_info(cfg.codec)
+    unknown = sorted(set(cfg.codec_options) - set(info.options))
+    if unknown:
+        raise UsageError(f"{cfg.codec} has no option {', '.join(unknown)}; its options: "
+                         f"{', '.join(info.options) or 'none'}")
     weights_dir = None if cfg.random_weights else resolve_weights(info, cfg.model_path)
     from audiomill.runner.local import parse_devices
 
@@ -49,10 +54,14 @@ def _freeze_plan(folder: OutputFolder, cfg: TokenizeConfig, shards: list[Shard],
     if folder.exists():
         plan = folder.read_plan()
         for name in OUTPUT_FIELDS:
-            default = TokenizeConfig.__dataclass_fields__[name].default
+            spec = TokenizeConfig.__dataclass_fields__[name]
+            default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
             old, new = plan["config"].get(name, default), config.get(name)
             if old != new:
-                flag = "--" + name.replace("_", "-")
+                if name == "codec_options":
+                    old, new = (",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in o.items())
+                                or "(none)" for o in (old, new))
+                flag = "--codec-option" if name == "codec_options" else "--" + name.replace("_", "-")
                 raise UsageError(
                     f"{cfg.out} was made with {flag} {old}, not {new}: use another --out, or the same {flag}"
                 )

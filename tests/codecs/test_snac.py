@@ -73,6 +73,14 @@ def test_chunked_long_audio_equals_whole_file_codes(codec_name, fixture, request
     assert chunked == whole
 
 
+def test_windows_longer_than_the_batch_are_encoded_in_batch_sized_windows(tiny_snac):
+    """A 30 s window with a 4 s batch budget: encoded as 4 s windows, codes as if whole."""
+    codec = load_codec("snac-24khz", tiny_snac)
+    audio = clip(5, codec.sample_rate, seconds=30.0)
+    [capped] = tokenize(codec, [audio], window=30.0, overlap=4.0, batch_seconds=4.0)
+    assert capped == snac_reference_codes(tiny_snac, audio)
+
+
 def test_decode_round_trip_keeps_the_length(tiny_snac):
     codec = load_codec("snac-24khz", tiny_snac)
     audio = clip(4, 24000)

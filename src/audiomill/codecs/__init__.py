@@ -32,6 +32,7 @@ class CodecInfo:
     weight_files: tuple[str, ...]
     config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     description: str = ""
+    options: tuple[str, ...] = ()  # names accepted by --codec-option
 
     @property
     def bits_per_second(self) -> float:
@@ -68,7 +69,7 @@ class Codec(Protocol):
         """Codes back to audio ``[B, T]``."""
 
 
-_ADAPTERS = ("audiomill.codecs.snac",)
+_ADAPTERS = ("audiomill.codecs.snac", "audiomill.codecs.hf")
 
 
 def all_codecs() -> dict[str, CodecInfo]:
@@ -125,11 +126,28 @@ def resolve_weights(info: CodecInfo, model_path: str | None) -> str:
         raise WeightsNotFound(f"{hint} (the hub could not be reached: {type(exc).__name__})") from None
 
 
-def load_codec(name: str, weights_dir: str | None, device: str = "cpu") -> Codec:
-    """Build the codec; ``weights_dir=None`` means randomly initialised weights (seeded)."""
+def load_codec(name: str, weights_dir: str | None, device: str = "cpu", options: dict | None = None) -> Codec:
+    """Build the codec; ``weights_dir=None`` means randomly initialised weights (seeded).
+
+    ``options`` are the codec's own settings (``--codec-option bandwidth=6``).
+    """
     info = codec_info(name)
     module = importlib.import_module(info.module)
-    return module.load(info, weights_dir, device)
+    return module.load(info, weights_dir, device, options or {})
+
+
+def parse_codec_options(pairs: list[str]) -> dict[str, float | str]:
+    """``["bandwidth=6", ...]`` -> ``{"bandwidth": 6.0}``; numbers become floats."""
+    options: dict[str, float | str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--codec-option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = float(value)
+        except ValueError:
+            options[key.strip()] = value.strip()
+    return options
 
 
 def load_state_dict(folder: str, weight_files: tuple[str, ...]) -> dict[str, Any]:

@@ -118,9 +118,11 @@ def save_random(folder: str, config: dict, seed: int = 0) -> str:
     return folder
 
 
-def load(info: CodecInfo, weights_dir: str | None, device: str) -> SnacCodec:
+def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | None = None) -> SnacCodec:
     from snac import SNAC
 
+    if options:
+        raise UsageError(f"{info.name} has no codec options (got {', '.join(options)})")
     if weights_dir is None:
         return SnacCodec(random_model(info.config), info.name, device)
     with open(os.path.join(weights_dir, "config.json"), encoding="utf-8") as handle:

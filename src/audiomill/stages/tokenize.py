@@ -169,6 +169,9 @@ class TokenizeStage:
             state.count = number + 1
             state.num_samples = num_samples
         piece = Piece(state, number, samples, self.codec.batch_key(len(samples)))
+        if len(samples) > self.batcher.max_samples:
+            # a window longer than a whole batch: encoded on its own, in batch-sized windows
+            return self._keep(piece, self._encode_windowed(samples, self.batcher.max_samples))
         outputs: list[Output] = []
         for batch in self.batcher.add(piece):
             outputs += self._encode(batch)
@@ -214,16 +217,20 @@ class TokenizeStage:
     def _encode(self, batch: list[Piece]) -> list[Output]:
         outputs: list[Output] = []
         for piece, codes in self._encode_splitting(batch):
-            state: FileState = piece.owner
-            if state.done:
-                continue
-            if isinstance(codes, str):
-                outputs += self.fail(state, codes)
-                continue
-            state.codes[piece.window] = codes
-            if state.count is not None and len(state.codes) == state.count:
-                outputs.append(self._finish(state))
+            outputs += self._keep(piece, codes)
         return outputs
+
+    def _keep(self, piece: Piece, codes: list[np.ndarray] | str) -> list[Output]:
+        """Store one window's codes (or failure); the file's output once its last window is in."""
+        state: FileState = piece.owner
+        if state.done:
+            return []
+        if isinstance(codes, str):
+            return self.fail(state, codes)
+        state.codes[piece.window] = codes
+        if state.count is not None and len(state.codes) == state.count:
+            return [self._finish(state)]
+        return []
 
     def _encode_splitting(self, batch: list[Piece]) -> list[tuple[Piece, list[np.ndarray] | str]]:
         """Encode a batch; on failure encode each half, down to single windows, then shorter windows."""
@@ -256,13 +263,25 @@ class TokenizeStage:
 
     def _encode_shorter(self, samples: np.ndarray) -> list[np.ndarray] | str:
         """One window that does not fit: encode it in overlapping windows half as long, and stitch."""
-        alignment = self.codec.alignment
-        window = len(samples) // 2 // alignment * alignment
-        overlap = min(self.overlap, window // 2)
-        if window < max(2 * alignment, self.codec.sample_rate) or window <= overlap:
+        window = len(samples) // 2 // self.codec.alignment * self.codec.alignment
+        if window < max(2 * self.codec.alignment, self.codec.sample_rate):
             return f"out of memory even on {len(samples) / self.codec.sample_rate:.1f} s of audio"
         log.warning("out of memory on one %.1f s window: encoding it in %.1f s windows",
                     len(samples) / self.codec.sample_rate, window / self.codec.sample_rate)
+        return self._encode_windowed(samples, window)
+
+    def _encode_windowed(self, samples: np.ndarray, longest: int) -> list[np.ndarray] | str:
+        """Encode ``samples`` in overlapping windows of at most ``longest`` samples, and stitch.
+
+        The overlap is the configured one, but at most a quarter of the window, so that no
+        more than a third of the work is repeated; codes agree with one whole-window encode
+        as long as the codec's receptive field is shorter than half of that overlap.
+        """
+        alignment = self.codec.alignment
+        window = max(alignment, longest // alignment * alignment)
+        if len(samples) <= window:
+            return self._encode_splitting([Piece(None, 0, samples, 0)])[0][1]
+        overlap = min(self.overlap, window // 4) // alignment * alignment
         windows = plan_windows(len(samples), window, overlap, alignment)
         codes = []
         for sub in windows:
@@ -276,9 +295,7 @@ class TokenizeStage:
         """Encode clips of one bucket in one call; per clip, its codes per level (frames last)."""
         import torch
 
-        longest = max(len(c) for c in clips)
-        alignment = self.codec.alignment
-        padded = longest if self.codec.padding_safe else -(-longest // alignment) * alignment
+        padded = max(len(c) for c in clips)  # clips of a batch share a bucket: the codec pads the rest itself
         if self._inject is not None:
             what, limit = self._inject
             size = len(clips) if what == "clips" else len(clips) * padded

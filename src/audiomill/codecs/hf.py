@@ -1,0 +1,287 @@
+"""Residual-VQ codecs as Hugging Face transformers implements them: EnCodec, DAC, Mimi.
+
+Each loads the hub repository's own layout (``config.json`` + ``model.safetensors``,
+or ``pytorch_model.bin`` read with ``weights_only=True``) through the model class's
+``from_pretrained``, and returns codes ``[num_codebooks, frames]`` exactly as the
+model's ``encode`` gives them for that clip alone.
+
+Batching: none of these models masks zero-padding all the way through (EnCodec pads
+its convolutions by reflection at the end of the input, DAC and Mimi take no mask
+into their encoders), so a padded clip's last frames would differ from its codes
+alone. Clips are batched only with clips of exactly the same length -- the windows
+of a long file, mostly -- which keeps every code identical to the reference.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from audiomill.codecs import CodecInfo
+from audiomill.errors import UsageError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the transformers codecs, apart from their configs."""
+
+    model_class: str  # transformers class name
+    config_class: str
+    option: str | None  # the one encode option users choose: "bandwidth" (EnCodec), "num_quantizers" (Mimi)
+    tiny: dict  # a tiny configuration of the real architecture, for tests
+
+
+ENCODEC = Family("EncodecModel", "EncodecConfig", "bandwidth", dict(
+    num_filters=4, hidden_size=16, codebook_dim=16, codebook_size=64, num_lstm_layers=1))
+DAC = Family("DacModel", "DacConfig", None, dict(
+    encoder_hidden_size=8, decoder_hidden_size=32, hidden_size=32, n_codebooks=4, codebook_size=64, codebook_dim=4))
+MIMI = Family("MimiModel", "MimiConfig", "num_quantizers", dict(
+    hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=16, num_quantizers=8,
+    vector_quantization_hidden_dimension=16, upsample_groups=32, num_hidden_layers=1, intermediate_size=64,
+    num_attention_heads=2, num_key_value_heads=2, head_dim=16))
+FAMILIES = {"encodec": ENCODEC, "dac": DAC, "mimi": MIMI}
+
+
+def _info(name: str, family: str, hub_id: str, rate: int, frame_rate: float, books: int, cardinality: int,
+          config: dict, description: str, default_option: float | None = None) -> CodecInfo:
+    return CodecInfo(
+        name=name, module=__name__, sample_rate=rate, frame_rates=(frame_rate,), num_codebooks=books,
+        cardinality=cardinality, padding_safe=False, extra="transformers", hub_id=hub_id,
+        weight_files=WEIGHT_FILES, config=dict(config, family=family, default_option=default_option),
+        description=description, options=(FAMILIES[family].option,) if FAMILIES[family].option else (),
+    )
+
+
+INFOS = [
+    _info("encodec-24khz", "encodec", "facebook/encodec_24khz", 24000, 75.0, 8, 1024,
+          dict(sampling_rate=24000), "EnCodec 24 kHz; --codec-option bandwidth=1.5|3|6|12|24 kbps (6: 8 codebooks)",
+          default_option=6.0),
+    _info("encodec-48khz", "encodec", "facebook/encodec_48khz", 48000, 150.0, 4, 1024,
+          dict(sampling_rate=48000, audio_channels=2, normalize=True, chunk_length_s=1.0, overlap=0.01,
+               target_bandwidths=[3.0, 6.0, 12.0, 24.0]),
+          "EnCodec 48 kHz stereo (mono input is duplicated); --codec-option bandwidth=3|6|12|24 kbps",
+          default_option=6.0),
+    _info("dac-16khz", "dac", "descript/dac_16khz", 16000, 50.0, 12, 1024,
+          dict(sampling_rate=16000, downsampling_ratios=[2, 4, 5, 8], upsampling_ratios=[8, 5, 4, 2], n_codebooks=12),
+          "Descript Audio Codec 16 kHz"),
+    _info("dac-24khz", "dac", "descript/dac_24khz", 24000, 75.0, 32, 1024,
+          dict(sampling_rate=24000, downsampling_ratios=[2, 4, 5, 8], upsampling_ratios=[8, 5, 4, 2], n_codebooks=32),
+          "Descript Audio Codec 24 kHz"),
+    _info("dac-44khz", "dac", "descript/dac_44khz", 44100, 44100 / 512, 9, 1024,
+          dict(sampling_rate=44100, downsampling_ratios=[2, 4, 8, 8], upsampling_ratios=[8, 8, 4, 2], n_codebooks=9),
+          "Descript Audio Codec 44.1 kHz"),
+    _info("mimi", "mimi", "kyutai/mimi", 24000, 12.5, 8, 2048, dict(sampling_rate=24000),
+          "Kyutai Mimi, 12.5 Hz; --codec-option num_quantizers=N (8 as Moshi; up to 32)", default_option=8),
+]
+
+
+def tiny_config(info: CodecInfo) -> dict:
+    """The tiny test configuration of ``info``'s architecture, with its layout (rates, channels)."""
+    family = FAMILIES[info.config["family"]]
+    config = {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
+    config.update(family.tiny)
+    if info.config["family"] == "encodec" and info.sample_rate == 48000:
+        config["chunk_length_s"] = 0.1  # stay chunked, as the real 48 kHz model, on short test clips
+    return config
+
+
+def random_model(info: CodecInfo, config: dict, seed: int = 0):
+    """A randomly initialised model whose codebooks are not all zero (as random init leaves them)."""
+    import torch
+    import transformers
+
+    family = FAMILIES[info.config["family"]]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(transformers, family.model_class)(getattr(transformers, family.config_class)(**config))
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                leaf = name.rsplit(".", 1)[-1]
+                if leaf in ("embed", "embed_avg", "embed_sum") and buffer.is_floating_point():
+                    buffer.normal_()
+                elif leaf == "cluster_usage":
+                    buffer.fill_(1.0)
+        model.eval()
+        if info.config["family"] == "encodec":
+            with torch.no_grad():  # random biases swamp the signal: every latent sits near one offset
+                for name, parameter in model.encoder.named_parameters():
+                    if name.endswith("bias"):
+                        parameter.zero_()
+            _codebooks_from_latents(model, config)
+    return model
+
+
+def _spread_rows(points, count: int):
+    """``count`` rows of ``points`` far from each other (greedy farthest point), then jittered copies."""
+    import torch
+
+    chosen = [0]
+    nearest = (points - points[0]).pow(2).sum(1)
+    while len(chosen) < min(count, len(points)):
+        index = int(nearest.argmax())
+        if float(nearest[index]) == 0.0:
+            break
+        chosen.append(index)
+        nearest = torch.minimum(nearest, (points - points[index]).pow(2).sum(1))
+    rows = points[chosen]
+    extra = count - len(rows)
+    if extra > 0:
+        spare = rows[torch.randint(0, len(rows), (extra,))]
+        rows = torch.cat([rows, spare + 0.1 * points.std() * torch.randn_like(spare)])
+    return rows
+
+
+def _codebooks_from_latents(model, config: dict) -> None:
+    """Fill EnCodec's Euclidean codebooks with latents of a test signal, layer by residual layer.
+
+    A random encoder's latents vary little around a fixed offset, so random codebook
+    vectors give every frame the same code, and no test could fail. Codebooks drawn
+    from the latents themselves (as k-means initialisation does) make codes follow the audio.
+    """
+    import torch
+
+    rate = int(config.get("sampling_rate", 24000))
+    time = torch.arange(4 * rate) / rate
+    envelope = (torch.sin(2 * torch.pi * 3 * time) > 0).float()
+    signal = 0.3 * envelope * torch.sin(2 * torch.pi * (200 + 300 * time) * time) + 0.05 * torch.randn(len(time))
+    signal = signal[None, None].expand(-1, model.config.audio_channels, -1)
+    with torch.no_grad():
+        residual = model.encoder(signal)[0].T  # [frames, dim]
+        for layer in model.quantizer.layers:
+            book = layer.codebook
+            book.embed.copy_(_spread_rows(residual, book.embed.shape[0]))
+            book.embed_avg.copy_(book.embed)
+            residual = residual - book.embed[book.quantize(residual)]
+
+
+def save_random(info: CodecInfo, folder: str, config: dict | None = None, seed: int = 0) -> str:
+    """:func:`random_model` saved as its hub repository is laid out (config.json + model.safetensors)."""
+    model = random_model(info, config if config is not None else tiny_config(info), seed)
+    model.save_pretrained(folder)
+    return folder
+
+
+class TransformersCodec:
+    """One transformers RVQ codec behind audiomill's Codec protocol."""
+
+    padding_safe = False
+
+    def __init__(self, model, info: CodecInfo, device: str, option: float | None) -> None:
+        import torch
+
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.name = info.name
+        self.family = info.config["family"]
+        config = model.config
+        self.sample_rate = int(config.sampling_rate)
+        self.option = option
+        if self.family == "mimi":
+            self.hop = int(config.frame_size)
+            books = int(option or config.num_quantizers)
+            if not 1 <= books <= config.num_quantizers:
+                raise UsageError(f"{info.name}: num_quantizers={books}: this model has 1 to {config.num_quantizers}")
+        elif self.family == "encodec":
+            self.hop = int(config.hop_length)
+            bandwidths = [float(b) for b in config.target_bandwidths]
+            bandwidth = float(option) if option is not None else bandwidths[min(2, len(bandwidths) - 1)]
+            if bandwidth not in bandwidths:
+                raise UsageError(f"{info.name}: bandwidth={bandwidth:g}: this model has "
+                                 f"{', '.join(f'{b:g}' for b in bandwidths)} kbps")
+            self.option = bandwidth
+            books = self._encodec_books(bandwidth)
+        else:
+            self.hop = int(config.hop_length)
+            books = int(config.n_codebooks)
+        self.alignment = self.hop
+        self.num_codebooks = books
+        self.cardinality = int(config.codebook_size)
+        self.frame_rates = [self.sample_rate / self.hop]
+        self._chunked = self.family == "encodec" and config.chunk_length is not None
+        if self._chunked:
+            # the 48 kHz model encodes 1 s chunks at a stride: windows must start on chunk boundaries
+            self.alignment = int(config.chunk_stride)
+            self._chunk = int(config.chunk_length)
+            self._chunk_frames = math.ceil(self._chunk / self.hop)
+
+    def _encodec_books(self, bandwidth: float) -> int:
+        config = self.model.config
+        per_book = math.log2(config.codebook_size) * config.frame_rate / 1000
+        return max(1, int(bandwidth // per_book))
+
+    # -- geometry ---------------------------------------------------------------------------------
+
+    def frame_hops(self) -> list[float]:
+        return [self.alignment / self._chunk_frames] if self._chunked else [self.hop]
+
+    def batch_key(self, num_samples: int) -> int:
+        return num_samples  # exact lengths only: see the module docstring
+
+    def num_frames(self, num_samples: int) -> list[int]:
+        if self.family == "dac":
+            return [num_samples // self.hop]
+        if self.family == "mimi":
+            import torch
+
+            return [int(self.model.get_encoded_length(torch.tensor(num_samples)))]
+        if self._chunked:
+            chunks = -(-num_samples // self.alignment)
+            return [chunks * self._chunk_frames]
+        return [-(-num_samples // self.hop)]
+
+    # -- codes ------------------------------------------------------------------------------------
+
+    def encode(self, wav, lengths):
+        """``wav [B, T]`` -> ``[codes [B, K, frames]]``, as the transformers model encodes each clip."""
+        x = wav.to(self.device)[:, None, :]
+        if self.family == "dac":
+            return [self.model.encode(x).audio_codes]
+        if self.family == "mimi":
+            return [self.model.encode(x, num_quantizers=self.num_codebooks).audio_codes]
+        if self.model.config.audio_channels == 2:
+            x = x.expand(-1, 2, -1)
+        codes = self.model.encode(x, bandwidth=self.option).audio_codes  # [chunks, B, K, frames]
+        return [codes.permute(1, 2, 0, 3).reshape(codes.shape[1], codes.shape[2], -1)]
+
+    def decode(self, codes):
+        import torch
+
+        levels = codes[0].to(self.device)
+        with torch.inference_mode():
+            if self.family == "dac":
+                return self.model.decode(audio_codes=levels).audio_values
+            if self.family == "mimi":
+                return self.model.decode(levels).audio_values[:, 0, :]
+            if self._chunked:
+                chunks = levels.shape[-1] // self._chunk_frames
+                frames = levels.reshape(levels.shape[0], levels.shape[1], chunks, self._chunk_frames)
+                frames = frames.permute(2, 0, 1, 3)
+                scales = [torch.ones(levels.shape[0], 1, device=self.device)] * chunks
+                audio = self.model.decode(frames, scales).audio_values
+                return audio.mean(dim=1)
+            return self.model.decode(levels[None], [None]).audio_values[:, 0, :]
+
+
+def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | None = None) -> TransformersCodec:
+    import transformers
+
+    family = FAMILIES[info.config["family"]]
+    options = dict(options or {})
+    option = options.pop(family.option, info.config.get("default_option")) if family.option else None
+    if options:
+        known = family.option or "none"
+        raise UsageError(f"{info.name}: unknown codec option(s) {', '.join(options)}; known: {known}")
+    if weights_dir is None:
+        config = {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
+        model = random_model(info, config)
+    else:
+        model_class = getattr(transformers, family.model_class)
+        model = model_class.from_pretrained(weights_dir, use_safetensors=os.path.isfile(
+            os.path.join(weights_dir, "model.safetensors")))
+        if int(model.config.sampling_rate) != info.sample_rate:
+            raise UsageError(f"the model in {weights_dir} runs at {model.config.sampling_rate} Hz, but --codec "
+                             f"{info.name} expects {info.sample_rate} Hz")
+    return TransformersCodec(model, info, device, float(option) if option is not None else None)

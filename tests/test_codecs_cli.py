@@ -1,0 +1,90 @@
+"""`audiomill tokenize --codec NAME` end to end for every codec, from the checkpoint layout users have."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import soundfile
+
+from audiomill.audio import decode
+from audiomill.codecs import codec_info, load_codec
+from audiomill.codecs.hf import save_random
+from tests.codecs.test_transformers_codecs import CODECS, reference_codes
+from tests.conftest import GOOD_FILES, read_jsonl, run_audiomill, sentence_audio
+
+WINDOWS = ["--chunk-seconds", "10", "--overlap-seconds", "2", "--batch-seconds", "12"]
+
+
+def jsonl_outputs(out) -> dict[str, bytes]:
+    return {name: open(os.path.join(out, name), "rb").read() for name in sorted(os.listdir(out))
+            if name.endswith(".jsonl")}
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_tokenize_with_every_codec(name, acceptance_shards, tmp_path):
+    folder = save_random(codec_info(name), str(tmp_path / "model"))
+    out = tmp_path / "out"
+    shard = acceptance_shards["paths"][1]  # four short files: the long one is covered by the chunking tests
+    result = run_audiomill("tokenize", shard, "--out", str(out), "--codec", name, "--model-path", folder, *WINDOWS)
+    assert result.returncode == 0, result.stderr
+    records = {r["key"]: r for r in read_jsonl(out / "000002.jsonl")}
+    assert sorted(records) == ["b/utt3", "b/utt4", "b/utt5", "b/utt6"]
+    info = codec_info(name)
+    books = load_codec(name, folder).num_codebooks  # the tiny configs have smaller codebooks: more of them
+    for record in records.values():
+        assert record["codec"] == name and record["sample_rate"] == info.sample_rate
+        assert len(record["tokens"]) == books
+    # a short file's codes are the transformers model's own on the same decoded audio
+    index, ext = GOOD_FILES["b/utt6"]
+    samples = decode(sentence_audio(index, ext), info.sample_rate).samples
+    assert records["b/utt6"]["tokens"] == reference_codes(name, folder, samples)
+
+
+def test_a_killed_mimi_run_resumes_to_identical_output(acceptance_shards, tmp_path):
+    folder = save_random(codec_info("mimi"), str(tmp_path / "model"))
+    common = [acceptance_shards["paths"][0], "--codec", "mimi", "--model-path", folder, *WINDOWS]
+    reference = tmp_path / "reference"
+    assert run_audiomill("tokenize", *common, "--out", str(reference)).returncode == 3
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "audiomill", "tokenize", *common, "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        partial = [n for n in os.listdir(out) if n.endswith(".partial")] if out.exists() else []
+        if any(os.path.getsize(out / n) > 0 for n in partial):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert run_audiomill("tokenize", *common, "--out", str(out)).returncode == 3
+    assert jsonl_outputs(out) == jsonl_outputs(reference)
+    # and back to audio: one WAV per record, of the record's length, named by key
+    wavs = tmp_path / "wavs"
+    run_audiomill("resynth", str(out), "--wav-dir", str(wavs), check=True)
+    records = read_jsonl(out / "000001.jsonl")
+    for record in records:
+        samples, rate = soundfile.read(wavs / (record["key"] + ".wav"))
+        assert rate == 24000 and len(samples) == record["num_samples"]
+    assert not (tmp_path / "evil.wav").exists()
+
+
+def test_codec_option_is_recorded_and_must_match_on_resume(acceptance_shards, tmp_path):
+    folder = save_random(codec_info("encodec-24khz"), str(tmp_path / "model"))
+    out = tmp_path / "out"
+    common = [acceptance_shards["paths"][1], "--out", str(out), "--codec", "encodec-24khz", "--model-path", folder]
+    result = run_audiomill("tokenize", *common, "--codec-option", "bandwidth=1.5")
+    assert result.returncode == 0, result.stderr
+    books = {len(r["tokens"]) for r in read_jsonl(out / "000002.jsonl")}
+    assert books == {3}  # 1.5 kbps of 6-bit codebooks at 75 Hz
+    clash = run_audiomill("tokenize", *common, "--codec-option", "bandwidth=3")
+    assert clash.returncode != 0 and "made with --codec-option bandwidth=1.5" in clash.stderr
+    bad = run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(tmp_path / "x"), "--codec",
+                        "dac-16khz", "--random-weights", "--codec-option", "bandwidth=3")
+    assert bad.returncode != 0 and "dac-16khz has no option bandwidth" in bad.stderr
