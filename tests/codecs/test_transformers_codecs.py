@@ -12,12 +12,17 @@ import torch
 
 from audiomill.audio import Audio
 from audiomill.codecs import codec_info, load_codec
-from audiomill.codecs.hf import FAMILIES, save_random
+from audiomill.codecs.hf import FAMILIES, model_class, save_random
 from audiomill.corpus import speech
 from audiomill.items import Item
 from audiomill.stages.tokenize import TokenizeStage
 
-CODECS = ["encodec-24khz", "encodec-48khz", "dac-16khz", "dac-24khz", "dac-44khz", "mimi"]
+CODECS = ["encodec-24khz", "encodec-48khz", "dac-16khz", "dac-24khz", "dac-44khz", "mimi", "higgs-audio-v2"]
+# Share of codes of chunked audio equal to whole-file codes. Convolutional and causal codecs: all
+# but a few near-ties. Higgs' semantic branch is HuBERT, whose attention spans the whole input:
+# a window's codes cannot equal the whole file's, and with random weights (attention averaging
+# everything) they agree on 0.55-0.59 of frames per codebook; misaligned stitching would give ~0.001.
+CHUNK_AGREEMENT = {"higgs-audio-v2": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +58,17 @@ def tokenize(codec, clips, window=0.0, overlap=0.0, batch_seconds=1000.0):
 
 def reference_codes(name: str, folder: str, clip: np.ndarray, option=None) -> list[list[int]]:
     """What the transformers model itself gives for ``clip``, loaded straight from the folder."""
-    import transformers
-
     info = codec_info(name)
     family = FAMILIES[info.config["family"]]
-    model = getattr(transformers, family.model_class).from_pretrained(folder).eval()
+    model = model_class(family).from_pretrained(folder).eval()
     x = torch.from_numpy(clip)[None, None]
     with torch.no_grad():
         if family is FAMILIES["dac"]:
             codes = model.encode(x).audio_codes[0]
         elif family is FAMILIES["mimi"]:
             codes = model.encode(x, num_quantizers=int(option or 8)).audio_codes[0]
+        elif family is FAMILIES["higgs"]:
+            codes = model.encode(x, bandwidth=float(option or 2.0)).audio_codes[0]
         else:
             x = x.expand(-1, model.config.audio_channels, -1)
             chunks = model.encode(x, bandwidth=float(option or 6.0)).audio_codes[:, 0]  # [chunks, K, frames]
@@ -114,7 +119,7 @@ def test_chunked_long_audio_agrees_with_whole_file_codes(name, saved):
     assert sum(calls) > 1
     assert [len(row) for row in chunked] == [len(row) for row in whole]
     same = sum(a == b for row_a, row_b in zip(chunked, whole) for a, b in zip(row_a, row_b))
-    assert same / sum(len(row) for row in whole) >= 0.99
+    assert same / sum(len(row) for row in whole) >= CHUNK_AGREEMENT.get(name, 0.99)
 
 
 @pytest.mark.parametrize("name", CODECS)

@@ -42,7 +42,14 @@ MIMI = Family("MimiModel", "MimiConfig", "num_quantizers", dict(
     hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=16, num_quantizers=8,
     vector_quantization_hidden_dimension=16, upsample_groups=32, num_hidden_layers=1, intermediate_size=64,
     num_attention_heads=2, num_key_value_heads=2, head_dim=16))
-FAMILIES = {"encodec": ENCODEC, "dac": DAC, "mimi": MIMI}
+HIGGS = Family("HiggsAudioV2TokenizerModel", "HiggsAudioV2TokenizerConfig", "bandwidth", dict(
+    codebook_dim=8,
+    acoustic_model_config=dict(encoder_hidden_size=4, decoder_hidden_size=64, hidden_size=16,
+                               downsampling_ratios=[8, 5, 4, 2, 3], upsampling_ratios=[8, 5, 4, 2, 3]),
+    semantic_model_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                               conv_dim=[8] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)))
+FAMILIES = {"encodec": ENCODEC, "dac": DAC, "mimi": MIMI, "higgs": HIGGS}
+NEEDS_TORCHAUDIO = {"higgs"}  # transformers' module imports torchaudio (for resample): see torchaudio_compat
 
 
 def _info(name: str, family: str, hub_id: str, rate: int, frame_rate: float, books: int, cardinality: int,
@@ -75,6 +82,11 @@ INFOS = [
           "Descript Audio Codec 44.1 kHz"),
     _info("mimi", "mimi", "kyutai/mimi", 24000, 12.5, 8, 2048, dict(sampling_rate=24000),
           "Kyutai Mimi, 12.5 Hz; --codec-option num_quantizers=N (8 as Moshi; up to 32)", default_option=8),
+    _info("higgs-audio-v2", "higgs", "bosonai/higgs-audio-v2-tokenizer", 24000, 25.0, 8, 1024,
+          dict(sample_rate=24000, target_bandwidths=[0.5, 1, 1.5, 2],
+               acoustic_model_config=dict(downsampling_ratios=[8, 5, 4, 2, 3], upsampling_ratios=[8, 5, 4, 2, 3])),
+          "Boson AI Higgs Audio v2 tokenizer, 25 Hz, acoustic + HuBERT semantic; --codec-option bandwidth=0.5|1|1.5|2 "
+          "kbps (2: 8 codebooks)", default_option=2.0),
 ]
 
 
@@ -82,21 +94,42 @@ def tiny_config(info: CodecInfo) -> dict:
     """The tiny test configuration of ``info``'s architecture, with its layout (rates, channels)."""
     family = FAMILIES[info.config["family"]]
     config = {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
-    config.update(family.tiny)
+    for key, value in family.tiny.items():
+        config[key] = dict(config.get(key) or {}, **value) if isinstance(value, dict) else value
     if info.config["family"] == "encodec" and info.sample_rate == 48000:
         config["chunk_length_s"] = 0.1  # stay chunked, as the real 48 kHz model, on short test clips
     return config
 
 
-def random_model(info: CodecInfo, config: dict, seed: int = 0):
-    """A randomly initialised model whose codebooks are not all zero (as random init leaves them)."""
-    import torch
+def model_class(family: Family, name: str | None = None):
+    """The transformers class of ``family`` (its config class if ``name == "config"``)."""
+    import importlib
+
     import transformers
+
+    if family is HIGGS:
+        from audiomill.codecs import torchaudio_compat
+
+        torchaudio_compat.install()
+        module = importlib.import_module("transformers.models.higgs_audio_v2_tokenizer")
+        return getattr(module, family.config_class if name == "config" else family.model_class)
+    return getattr(transformers, family.config_class if name == "config" else family.model_class)
+
+
+def random_model(info: CodecInfo, config: dict, seed: int = 0):
+    """A randomly initialised model whose codes follow its input, as trained weights' do.
+
+    Random init leaves Euclidean codebooks at zero (every code 0). Mimi's are filled with
+    noise; EnCodec's and Higgs' from the latents of a test signal (see
+    :func:`_codebooks_from_latents`), after zeroing their encoders' biases, which
+    otherwise put every latent near one offset.
+    """
+    import torch
 
     family = FAMILIES[info.config["family"]]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = getattr(transformers, family.model_class)(getattr(transformers, family.config_class)(**config))
+        model = model_class(family)(model_class(family, "config")(**config)).eval()
         with torch.no_grad():
             for name, buffer in model.named_buffers():
                 leaf = name.rsplit(".", 1)[-1]
@@ -104,13 +137,11 @@ def random_model(info: CodecInfo, config: dict, seed: int = 0):
                     buffer.normal_()
                 elif leaf == "cluster_usage":
                     buffer.fill_(1.0)
-        model.eval()
-        if info.config["family"] == "encodec":
-            with torch.no_grad():  # random biases swamp the signal: every latent sits near one offset
-                for name, parameter in model.encoder.named_parameters():
-                    if name.endswith("bias"):
+            if family in (ENCODEC, HIGGS):
+                for name, parameter in model.named_parameters():
+                    if name.endswith("bias") and not name.startswith(("quantizer", "decoder", "semantic_model")):
                         parameter.zero_()
-            _codebooks_from_latents(model, config)
+                _codebooks_from_latents(model)
     return model
 
 
@@ -134,27 +165,44 @@ def _spread_rows(points, count: int):
     return rows
 
 
-def _codebooks_from_latents(model, config: dict) -> None:
-    """Fill EnCodec's Euclidean codebooks with latents of a test signal, layer by residual layer.
+def _codebooks_from_latents(model) -> None:
+    """Fill each residual codebook with far-apart latents of a test signal, layer after layer.
 
-    A random encoder's latents vary little around a fixed offset, so random codebook
-    vectors give every frame the same code, and no test could fail. Codebooks drawn
-    from the latents themselves (as k-means initialisation does) make codes follow the audio.
+    A random encoder's latents vary little, so random codebook vectors give every frame
+    the same code and no test could fail; vectors drawn from the latents themselves (as
+    k-means initialisation does) make the codes follow the audio.
     """
     import torch
 
-    rate = int(config.get("sampling_rate", 24000))
+    config = model.config
+    rate = int(getattr(config, "sampling_rate", None) or config.sample_rate)
     time = torch.arange(4 * rate) / rate
     envelope = (torch.sin(2 * torch.pi * 3 * time) > 0).float()
     signal = 0.3 * envelope * torch.sin(2 * torch.pi * (200 + 300 * time) * time) + 0.05 * torch.randn(len(time))
-    signal = signal[None, None].expand(-1, model.config.audio_channels, -1)
-    with torch.no_grad():
-        residual = model.encoder(signal)[0].T  # [frames, dim]
-        for layer in model.quantizer.layers:
-            book = layer.codebook
-            book.embed.copy_(_spread_rows(residual, book.embed.shape[0]))
-            book.embed_avg.copy_(book.embed)
-            residual = residual - book.embed[book.quantize(residual)]
+    signal = signal[None, None].expand(-1, getattr(config, "audio_channels", 1), -1)
+    captured = {}
+    quantizer = model.quantizer
+    encode = quantizer.encode
+
+    def capture(embeddings, *args, **kwargs):
+        captured["latents"] = embeddings
+        return encode(embeddings, *args, **kwargs)
+
+    quantizer.encode = capture
+    try:
+        model.encode(signal)
+    finally:
+        del quantizer.encode
+    residual = captured["latents"]  # [1, dim, frames]
+    layers = quantizer.layers if hasattr(quantizer, "layers") else quantizer.quantizers
+    for layer in layers:
+        inner = residual.permute(0, 2, 1)
+        if hasattr(layer, "project_in"):
+            inner = layer.project_in(inner)
+        book = layer.codebook
+        book.embed.copy_(_spread_rows(inner[0], book.embed.shape[0]))
+        book.embed_avg.copy_(book.embed)
+        residual = residual - layer.decode(layer.encode(residual))
 
 
 def save_random(info: CodecInfo, folder: str, config: dict | None = None, seed: int = 0) -> str:
@@ -177,13 +225,22 @@ class TransformersCodec:
         self.name = info.name
         self.family = info.config["family"]
         config = model.config
-        self.sample_rate = int(config.sampling_rate)
+        self.sample_rate = int(getattr(config, "sampling_rate", None) or config.sample_rate)
         self.option = option
         if self.family == "mimi":
             self.hop = int(config.frame_size)
             books = int(option or config.num_quantizers)
             if not 1 <= books <= config.num_quantizers:
                 raise UsageError(f"{info.name}: num_quantizers={books}: this model has 1 to {config.num_quantizers}")
+        elif self.family == "higgs":
+            self.hop = int(config.hop_length)
+            bandwidths = [float(b) for b in config.target_bandwidths]
+            bandwidth = float(option) if option is not None else bandwidths[-1]
+            if bandwidth not in bandwidths:
+                raise UsageError(f"{info.name}: bandwidth={bandwidth:g}: this model has "
+                                 f"{', '.join(f'{b:g}' for b in bandwidths)} kbps")
+            self.option = bandwidth
+            books = model.quantizer.get_num_quantizers_for_bandwidth(bandwidth)
         elif self.family == "encodec":
             self.hop = int(config.hop_length)
             bandwidths = [float(b) for b in config.target_bandwidths]
@@ -241,6 +298,8 @@ class TransformersCodec:
             return [self.model.encode(x).audio_codes]
         if self.family == "mimi":
             return [self.model.encode(x, num_quantizers=self.num_codebooks).audio_codes]
+        if self.family == "higgs":
+            return [self.model.encode(x, bandwidth=self.option).audio_codes]
         if self.model.config.audio_channels == 2:
             x = x.expand(-1, 2, -1)
         codes = self.model.encode(x, bandwidth=self.option).audio_codes  # [chunks, B, K, frames]
@@ -253,7 +312,7 @@ class TransformersCodec:
         with torch.inference_mode():
             if self.family == "dac":
                 return self.model.decode(audio_codes=levels).audio_values
-            if self.family == "mimi":
+            if self.family in ("mimi", "higgs"):
                 return self.model.decode(levels).audio_values[:, 0, :]
             if self._chunked:
                 chunks = levels.shape[-1] // self._chunk_frames
@@ -266,8 +325,6 @@ class TransformersCodec:
 
 
 def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | None = None) -> TransformersCodec:
-    import transformers
-
     family = FAMILIES[info.config["family"]]
     options = dict(options or {})
     option = options.pop(family.option, info.config.get("default_option")) if family.option else None
@@ -278,10 +335,10 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
         config = {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
         model = random_model(info, config)
     else:
-        model_class = getattr(transformers, family.model_class)
-        model = model_class.from_pretrained(weights_dir, use_safetensors=os.path.isfile(
+        model = model_class(family).from_pretrained(weights_dir, use_safetensors=os.path.isfile(
             os.path.join(weights_dir, "model.safetensors")))
-        if int(model.config.sampling_rate) != info.sample_rate:
-            raise UsageError(f"the model in {weights_dir} runs at {model.config.sampling_rate} Hz, but --codec "
+        rate = getattr(model.config, "sampling_rate", None) or model.config.sample_rate
+        if int(rate) != info.sample_rate:
+            raise UsageError(f"the model in {weights_dir} runs at {rate} Hz, but --codec "
                              f"{info.name} expects {info.sample_rate} Hz")
     return TransformersCodec(model, info, device, float(option) if option is not None else None)
