@@ -88,3 +88,18 @@ def test_codec_option_is_recorded_and_must_match_on_resume(acceptance_shards, tm
     bad = run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(tmp_path / "x"), "--codec",
                         "dac-16khz", "--random-weights", "--codec-option", "bandwidth=3")
     assert bad.returncode != 0 and "dac-16khz has no option bandwidth" in bad.stderr
+
+
+def test_tokenize_with_hubert_units(acceptance_shards, tmp_path):
+    from audiomill.codecs.units import save_random as save_hubert
+    from tests.codecs.test_hubert_units import reference_units
+
+    folder = save_hubert(str(tmp_path / "hubert"), clusters=50)
+    out = tmp_path / "out"
+    result = run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(out), "--codec", "hubert-units",
+                           "--codec-option", "layer=2", "--model-path", folder, *WINDOWS)
+    assert result.returncode == 0, result.stderr
+    records = {r["key"]: r for r in read_jsonl(out / "000002.jsonl")}
+    index, ext = GOOD_FILES["b/utt5"]
+    samples = decode(sentence_audio(index, ext), 16000).samples
+    assert records["b/utt5"]["tokens"] == [reference_units(folder, samples, 2)]

@@ -69,7 +69,7 @@ class Codec(Protocol):
         """Codes back to audio ``[B, T]``."""
 
 
-_ADAPTERS = ("audiomill.codecs.snac", "audiomill.codecs.hf")
+_ADAPTERS = ("audiomill.codecs.snac", "audiomill.codecs.hf", "audiomill.codecs.units")
 
 
 def all_codecs() -> dict[str, CodecInfo]:
