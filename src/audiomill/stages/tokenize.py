@@ -61,11 +61,13 @@ class HeapTrimmer:
     """Give freed activation memory back to the system now and then (CPU encoders only).
 
     Batches of ever-different shapes leave glibc's heap fragmented: without this,
-    peak RSS creeps up with the number of batches. A trim every second costs little;
+    peak RSS creeps up with the number of batches. A trim every 0.25 s costs nothing
+    measurable (300 files: 22.1 s against 22.6 s wall at 1 s) and keeps the 300-file peak
+    at 1.13x the 20-file one (1.30-1.50x at 1 s, depending on how fast batches come);
     trimming after every batch (or mmap for every tensor) costs a third of the speed.
     """
 
-    def __init__(self, enabled: bool, every: float = 1.0) -> None:
+    def __init__(self, enabled: bool, every: float = 0.25) -> None:
         self.every = every
         self._last = 0.0
         self._trim = None
