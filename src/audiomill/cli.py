@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
 def _config_from_args(args: argparse.Namespace):
     from audiomill.config import TokenizeConfig
 
-    fields = TokenizeConfig.__dataclass_fields__
     from audiomill.codecs import parse_codec_options
 
+    fields = TokenizeConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}
     if getattr(args, "codec_option", None):
         values["codec_options"] = parse_codec_options(args.codec_option)

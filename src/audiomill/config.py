@@ -7,8 +7,8 @@ from typing import Any
 
 # Fields whose change would change what is written: a run may not reuse an output
 # folder made with other values.
-OUTPUT_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds", "files_per_shard",
-                 "precision", "compile")
+OUTPUT_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
+                 "files_per_shard", "precision", "compile")
 
 
 @dataclass

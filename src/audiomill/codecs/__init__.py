@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     import torch
 
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # as Hugging Face hub repositories hold them
+
+
 @dataclass(frozen=True)
 class CodecInfo:
     name: str

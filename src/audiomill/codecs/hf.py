@@ -1,4 +1,4 @@
-"""Residual-VQ codecs as Hugging Face transformers implements them: EnCodec, DAC, Mimi.
+"""Residual-VQ codecs as Hugging Face transformers implements them: EnCodec, DAC, Mimi, Higgs Audio v2.
 
 Each loads the hub repository's own layout (``config.json`` + ``model.safetensors``,
 or ``pytorch_model.bin`` read with ``weights_only=True``) through the model class's
@@ -7,7 +7,7 @@ model's ``encode`` gives them for that clip alone.
 
 Batching: none of these models masks zero-padding all the way through (EnCodec pads
 its convolutions by reflection at the end of the input, DAC and Mimi take no mask
-into their encoders), so a padded clip's last frames would differ from its codes
+into their encoders, Higgs' HuBERT attends to the padding), so a padded clip's last frames would differ from its codes
 alone. Clips are batched only with clips of exactly the same length -- the windows
 of a long file, mostly -- which keeps every code identical to the reference.
 """
@@ -18,11 +18,8 @@ import math
 import os
 from dataclasses import dataclass
 
-from audiomill.codecs import CodecInfo
+from audiomill.codecs import WEIGHT_FILES, CodecInfo
 from audiomill.errors import UsageError
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
 
 @dataclass(frozen=True)
 class Family:
@@ -49,7 +46,6 @@ HIGGS = Family("HiggsAudioV2TokenizerModel", "HiggsAudioV2TokenizerConfig", "ban
     semantic_model_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                                conv_dim=[8] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)))
 FAMILIES = {"encodec": ENCODEC, "dac": DAC, "mimi": MIMI, "higgs": HIGGS}
-NEEDS_TORCHAUDIO = {"higgs"}  # transformers' module imports torchaudio (for resample): see torchaudio_compat
 
 
 def _info(name: str, family: str, hub_id: str, rate: int, frame_rate: float, books: int, cardinality: int,
@@ -90,10 +86,15 @@ INFOS = [
 ]
 
 
+def model_config(info: CodecInfo) -> dict:
+    """The transformers configuration of ``info``'s layout (what differs from the class defaults)."""
+    return {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
+
+
 def tiny_config(info: CodecInfo) -> dict:
     """The tiny test configuration of ``info``'s architecture, with its layout (rates, channels)."""
     family = FAMILIES[info.config["family"]]
-    config = {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
+    config = model_config(info)
     for key, value in family.tiny.items():
         config[key] = dict(config.get(key) or {}, **value) if isinstance(value, dict) else value
     if info.config["family"] == "encodec" and info.sample_rate == 48000:
@@ -145,7 +146,7 @@ def random_model(info: CodecInfo, config: dict, seed: int = 0):
     return model
 
 
-def _spread_rows(points, count: int):
+def spread_rows(points, count: int):
     """``count`` rows of ``points`` far from each other (greedy farthest point), then jittered copies."""
     import torch
 
@@ -200,7 +201,7 @@ def _codebooks_from_latents(model) -> None:
         if hasattr(layer, "project_in"):
             inner = layer.project_in(inner)
         book = layer.codebook
-        book.embed.copy_(_spread_rows(inner[0], book.embed.shape[0]))
+        book.embed.copy_(spread_rows(inner[0], book.embed.shape[0]))
         book.embed_avg.copy_(book.embed)
         residual = residual - layer.decode(layer.encode(residual))
 
@@ -232,24 +233,14 @@ class TransformersCodec:
             books = int(option or config.num_quantizers)
             if not 1 <= books <= config.num_quantizers:
                 raise UsageError(f"{info.name}: num_quantizers={books}: this model has 1 to {config.num_quantizers}")
-        elif self.family == "higgs":
+        elif self.family in ("encodec", "higgs"):
             self.hop = int(config.hop_length)
             bandwidths = [float(b) for b in config.target_bandwidths]
-            bandwidth = float(option) if option is not None else bandwidths[-1]
-            if bandwidth not in bandwidths:
-                raise UsageError(f"{info.name}: bandwidth={bandwidth:g}: this model has "
+            self.option = float(option) if option is not None else bandwidths[-1]
+            if self.option not in bandwidths:
+                raise UsageError(f"{info.name}: bandwidth={self.option:g}: this model has "
                                  f"{', '.join(f'{b:g}' for b in bandwidths)} kbps")
-            self.option = bandwidth
-            books = model.quantizer.get_num_quantizers_for_bandwidth(bandwidth)
-        elif self.family == "encodec":
-            self.hop = int(config.hop_length)
-            bandwidths = [float(b) for b in config.target_bandwidths]
-            bandwidth = float(option) if option is not None else bandwidths[min(2, len(bandwidths) - 1)]
-            if bandwidth not in bandwidths:
-                raise UsageError(f"{info.name}: bandwidth={bandwidth:g}: this model has "
-                                 f"{', '.join(f'{b:g}' for b in bandwidths)} kbps")
-            self.option = bandwidth
-            books = self._encodec_books(bandwidth)
+            books = model.quantizer.get_num_quantizers_for_bandwidth(self.option)
         else:
             self.hop = int(config.hop_length)
             books = int(config.n_codebooks)
@@ -263,11 +254,6 @@ class TransformersCodec:
             self.alignment = int(config.chunk_stride)
             self._chunk = int(config.chunk_length)
             self._chunk_frames = math.ceil(self._chunk / self.hop)
-
-    def _encodec_books(self, bandwidth: float) -> int:
-        config = self.model.config
-        per_book = math.log2(config.codebook_size) * config.frame_rate / 1000
-        return max(1, int(bandwidth // per_book))
 
     # -- geometry ---------------------------------------------------------------------------------
 
@@ -332,8 +318,7 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
         known = family.option or "none"
         raise UsageError(f"{info.name}: unknown codec option(s) {', '.join(options)}; known: {known}")
     if weights_dir is None:
-        config = {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
-        model = random_model(info, config)
+        model = random_model(info, model_config(info))
     else:
         model = model_class(family).from_pretrained(weights_dir, use_safetensors=os.path.isfile(
             os.path.join(weights_dir, "model.safetensors")))

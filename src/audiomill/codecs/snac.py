@@ -12,10 +12,9 @@ import json
 import math
 import os
 
-from audiomill.codecs import CodecInfo, load_state_dict
+from audiomill.codecs import WEIGHT_FILES, CodecInfo, load_state_dict
 from audiomill.errors import UsageError
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 CONFIG_24KHZ = dict(
     sampling_rate=24000, encoder_dim=48, encoder_rates=[2, 4, 8, 8], decoder_dim=1024,

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import os
 
-from audiomill.codecs import CodecInfo
+from audiomill.codecs import WEIGHT_FILES, CodecInfo
 from audiomill.errors import UsageError, WeightsNotFound
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 CENTROID_FILES = ("kmeans.npy", "kmeans.safetensors")
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=[16] * 7,
             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
@@ -120,7 +119,7 @@ def save_random(folder: str, clusters: int = 50, config: dict | None = None, lay
     import numpy as np
     import torch
 
-    from audiomill.codecs.hf import _spread_rows
+    from audiomill.codecs.hf import spread_rows
 
     model = random_model(config or TINY, seed)
     model.save_pretrained(folder)
@@ -129,7 +128,7 @@ def save_random(folder: str, clusters: int = 50, config: dict | None = None, lay
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         feats = model(signal[None] + 0.05 * torch.randn(1, len(time)), output_hidden_states=True).hidden_states[layer]
-        np.save(os.path.join(folder, "kmeans.npy"), _spread_rows(feats[0], clusters).numpy())
+        np.save(os.path.join(folder, "kmeans.npy"), spread_rows(feats[0], clusters).numpy())
     return folder
 
 
