@@ -1,4 +1,4 @@
-"""EnCodec, DAC and Mimi through the Codec protocol, against transformers' own models.
+"""EnCodec, DAC, Mimi, Higgs and X-codec2 through the Codec protocol, against transformers' own models.
 
 Each test builds the codec's tiny random configuration, saves it in its hub repository's
 layout (config.json + model.safetensors) and loads it through ``load_codec`` as users do.
@@ -17,12 +17,14 @@ from audiomill.corpus import speech
 from audiomill.items import Item
 from audiomill.stages.tokenize import TokenizeStage
 
-CODECS = ["encodec-24khz", "encodec-48khz", "dac-16khz", "dac-24khz", "dac-44khz", "mimi", "higgs-audio-v2"]
+CODECS = ["encodec-24khz", "encodec-48khz", "dac-16khz", "dac-24khz", "dac-44khz", "mimi", "higgs-audio-v2", "xcodec2"]
 # Share of codes of chunked audio equal to whole-file codes. Convolutional and causal codecs: all
 # but a few near-ties. Higgs' semantic branch is HuBERT, whose attention spans the whole input:
 # a window's codes cannot equal the whole file's, and with random weights (attention averaging
 # everything) they agree on 0.55-0.59 of frames per codebook; misaligned stitching would give ~0.001.
-CHUNK_AGREEMENT = {"higgs-audio-v2": 0.5}
+# X-codec2 normalises its filter banks over each window and its w2v-BERT attends to all of it; a
+# code (8 FSQ digits) matches only if every digit does: 0.33 of frames, 0.85 of digits measured.
+CHUNK_AGREEMENT = {"higgs-audio-v2": 0.5, "xcodec2": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,12 @@ def reference_codes(name: str, folder: str, clip: np.ndarray, option=None) -> li
             codes = model.encode(x, num_quantizers=int(option or 8)).audio_codes[0]
         elif family is FAMILIES["higgs"]:
             codes = model.encode(x, bandwidth=float(option or 2.0)).audio_codes[0]
+        elif family is FAMILIES["xcodec2"]:
+            from transformers.models.xcodec2 import Xcodec2FeatureExtractor
+
+            extractor = Xcodec2FeatureExtractor.from_pretrained(folder)
+            inputs = extractor(clip, sampling_rate=16000, return_tensors="pt")
+            codes = model.encode(**inputs).audio_codes[0]
         else:
             x = x.expand(-1, model.config.audio_channels, -1)
             chunks = model.encode(x, bandwidth=float(option or 6.0)).audio_codes[:, 0]  # [chunks, K, frames]

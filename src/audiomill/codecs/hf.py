@@ -1,4 +1,4 @@
-"""Residual-VQ codecs as Hugging Face transformers implements them: EnCodec, DAC, Mimi, Higgs Audio v2.
+"""Codecs as Hugging Face transformers implements them: EnCodec, DAC, Mimi, Higgs Audio v2, X-codec2.
 
 Each loads the hub repository's own layout (``config.json`` + ``model.safetensors``,
 or ``pytorch_model.bin`` read with ``weights_only=True``) through the model class's
@@ -7,8 +7,8 @@ model's ``encode`` gives them for that clip alone.
 
 Batching: none of these models masks zero-padding all the way through (EnCodec pads
 its convolutions by reflection at the end of the input, DAC and Mimi take no mask
-into their encoders, Higgs' HuBERT attends to the padding), so a padded clip's last frames would differ from its codes
-alone. Clips are batched only with clips of exactly the same length -- the windows
+into their encoders, Higgs' HuBERT and X-codec2's w2v-BERT attend to the padding, and X-codec2 normalises
+its filter banks over each clip), so a padded clip's last frames would differ from its codes alone. Clips are batched only with clips of exactly the same length -- the windows
 of a long file, mostly -- which keeps every code identical to the reference.
 """
 
@@ -45,7 +45,14 @@ HIGGS = Family("HiggsAudioV2TokenizerModel", "HiggsAudioV2TokenizerConfig", "ban
                                downsampling_ratios=[8, 5, 4, 2, 3], upsampling_ratios=[8, 5, 4, 2, 3]),
     semantic_model_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                                conv_dim=[8] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)))
-FAMILIES = {"encodec": ENCODEC, "dac": DAC, "mimi": MIMI, "higgs": HIGGS}
+XCODEC2 = Family("Xcodec2Model", "Xcodec2Config", None, dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+    head_dim=16, encoder_hidden_size=2, quantization_dim=64,
+    semantic_model_config=dict(model_type="wav2vec2-bert", hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=64, output_hidden_size=32,
+                               conv_depthwise_kernel_size=5)))
+FAMILIES = {"encodec": ENCODEC, "dac": DAC, "mimi": MIMI, "higgs": HIGGS, "xcodec2": XCODEC2}
+NEEDS_TORCHAUDIO = (HIGGS, XCODEC2)  # their transformers modules import it (resample; Kaldi filter banks)
 
 
 def _info(name: str, family: str, hub_id: str, rate: int, frame_rate: float, books: int, cardinality: int,
@@ -83,7 +90,13 @@ INFOS = [
                acoustic_model_config=dict(downsampling_ratios=[8, 5, 4, 2, 3], upsampling_ratios=[8, 5, 4, 2, 3])),
           "Boson AI Higgs Audio v2 tokenizer, 25 Hz, acoustic + HuBERT semantic; --codec-option bandwidth=0.5|1|1.5|2 "
           "kbps (2: 8 codebooks)", default_option=2.0),
+    _info("xcodec2", "xcodec2", "HKUSTAudio/xcodec2-hf", 16000, 50.0, 1, 65536,
+          dict(sampling_rate=16000, downsampling_ratios=[2, 2, 4, 4, 5], quantization_levels=[4] * 8),
+          "X-codec2, 16 kHz, one FSQ codebook of 65536 at 50 Hz (acoustic + w2v-BERT semantic)"),
 ]
+
+
+INFOS_BY_NAME = {info.name: info for info in INFOS}
 
 
 def model_config(info: CodecInfo) -> dict:
@@ -108,13 +121,24 @@ def model_class(family: Family, name: str | None = None):
 
     import transformers
 
-    if family is HIGGS:
+    if family in NEEDS_TORCHAUDIO:
         from audiomill.codecs import torchaudio_compat
 
         torchaudio_compat.install()
-        module = importlib.import_module("transformers.models.higgs_audio_v2_tokenizer")
+        package = "higgs_audio_v2_tokenizer" if family is HIGGS else "xcodec2"
+        module = importlib.import_module(f"transformers.models.{package}")
         return getattr(module, family.config_class if name == "config" else family.model_class)
     return getattr(transformers, family.config_class if name == "config" else family.model_class)
+
+
+def feature_extractor(info: CodecInfo, weights_dir: str | None, hop_length: int):
+    """X-codec2's feature extractor: the checkpoint's ``preprocessor_config.json``, else the defaults."""
+    model_class(FAMILIES[info.config["family"]])  # the stand-in torchaudio, before transformers checks for it
+    from transformers.models.xcodec2 import Xcodec2FeatureExtractor
+
+    if weights_dir and os.path.isfile(os.path.join(weights_dir, "preprocessor_config.json")):
+        return Xcodec2FeatureExtractor.from_pretrained(weights_dir)
+    return Xcodec2FeatureExtractor(sampling_rate=info.sample_rate, hop_length=hop_length)
 
 
 def random_model(info: CodecInfo, config: dict, seed: int = 0):
@@ -143,6 +167,8 @@ def random_model(info: CodecInfo, config: dict, seed: int = 0):
                     if name.endswith("bias") and not name.startswith(("quantizer", "decoder", "semantic_model")):
                         parameter.zero_()
                 _codebooks_from_latents(model)
+            if family is XCODEC2:
+                _spread_scalar_quantizer(model)
     return model
 
 
@@ -177,10 +203,7 @@ def _codebooks_from_latents(model) -> None:
 
     config = model.config
     rate = int(getattr(config, "sampling_rate", None) or config.sample_rate)
-    time = torch.arange(4 * rate) / rate
-    envelope = (torch.sin(2 * torch.pi * 3 * time) > 0).float()
-    signal = 0.3 * envelope * torch.sin(2 * torch.pi * (200 + 300 * time) * time) + 0.05 * torch.randn(len(time))
-    signal = signal[None, None].expand(-1, getattr(config, "audio_channels", 1), -1)
+    signal = _test_signal(rate)[None, None].expand(-1, getattr(config, "audio_channels", 1), -1)
     captured = {}
     quantizer = model.quantizer
     encode = quantizer.encode
@@ -206,10 +229,49 @@ def _codebooks_from_latents(model) -> None:
         residual = residual - layer.decode(layer.encode(residual))
 
 
+def _test_signal(rate: int, seconds: float = 4.0):
+    import torch
+
+    time = torch.arange(int(seconds * rate)) / rate
+    envelope = (torch.sin(2 * torch.pi * 3 * time) > 0).float()
+    return 0.3 * envelope * torch.sin(2 * torch.pi * (200 + 300 * time) * time) + 0.05 * torch.randn(len(time))
+
+
+def _spread_scalar_quantizer(model) -> None:
+    """Scale X-codec2's projection into its FSQ so a test signal's latents span the levels.
+
+    Random init projects to values near zero, which all round to the middle level (one
+    code for every frame); standardising the projection on a test signal's latents
+    makes the codes follow the audio.
+    """
+    import torch
+
+    project = model.quantizer.project_in
+    captured = {}
+
+    def capture(module, args, output) -> None:
+        captured["latents"] = args[0]
+
+    hook = project.register_forward_hook(capture)
+    extractor = feature_extractor(INFOS_BY_NAME["xcodec2"], None, model.config.hop_length)
+    inputs = extractor([_test_signal(model.config.sampling_rate).numpy()], sampling_rate=model.config.sampling_rate,
+                       return_tensors="pt")
+    try:
+        model.encode(**inputs)
+    finally:
+        hook.remove()
+    out = project(captured["latents"])[0]  # [frames, levels]
+    scale = 1.5 / out.std(0).clamp_min(1e-8)
+    project.weight.mul_(scale[:, None])
+    project.bias.copy_((project.bias - out.mean(0)) * scale)
+
+
 def save_random(info: CodecInfo, folder: str, config: dict | None = None, seed: int = 0) -> str:
     """:func:`random_model` saved as its hub repository is laid out (config.json + model.safetensors)."""
     model = random_model(info, config if config is not None else tiny_config(info), seed)
     model.save_pretrained(folder)
+    if info.config["family"] == "xcodec2":
+        feature_extractor(info, None, model.config.hop_length).save_pretrained(folder)
     return folder
 
 
@@ -218,7 +280,7 @@ class TransformersCodec:
 
     padding_safe = False
 
-    def __init__(self, model, info: CodecInfo, device: str, option: float | None) -> None:
+    def __init__(self, model, info: CodecInfo, device: str, option: float | None, extractor=None) -> None:
         import torch
 
         self.model = model.to(device).eval()
@@ -241,12 +303,17 @@ class TransformersCodec:
                 raise UsageError(f"{info.name}: bandwidth={self.option:g}: this model has "
                                  f"{', '.join(f'{b:g}' for b in bandwidths)} kbps")
             books = model.quantizer.get_num_quantizers_for_bandwidth(self.option)
+        elif self.family == "xcodec2":
+            self.hop = int(config.hop_length)
+            books = 1
+            self.extractor = extractor
         else:
             self.hop = int(config.hop_length)
             books = int(config.n_codebooks)
         self.alignment = self.hop
         self.num_codebooks = books
-        self.cardinality = int(config.codebook_size)
+        self.cardinality = (math.prod(config.quantization_levels) if self.family == "xcodec2"
+                            else int(config.codebook_size))
         self.frame_rates = [self.sample_rate / self.hop]
         self._chunked = self.family == "encodec" and config.chunk_length is not None
         if self._chunked:
@@ -266,6 +333,8 @@ class TransformersCodec:
     def num_frames(self, num_samples: int) -> list[int]:
         if self.family == "dac":
             return [num_samples // self.hop]
+        if self.family == "xcodec2":
+            return [num_samples // self.hop + 1]  # its feature extractor appends one sample, then pads to a hop
         if self.family == "mimi":
             import torch
 
@@ -279,6 +348,10 @@ class TransformersCodec:
 
     def encode(self, wav, lengths):
         """``wav [B, T]`` -> ``[codes [B, K, frames]]``, as the transformers model encodes each clip."""
+        if self.family == "xcodec2":
+            inputs = self.extractor([clip.numpy() for clip in wav.cpu()], sampling_rate=self.sample_rate,
+                                    return_tensors="pt")
+            return [self.model.encode(**{k: v.to(self.device) for k, v in inputs.items()}).audio_codes]
         x = wav.to(self.device)[:, None, :]
         if self.family == "dac":
             return [self.model.encode(x).audio_codes]
@@ -298,7 +371,7 @@ class TransformersCodec:
         with torch.inference_mode():
             if self.family == "dac":
                 return self.model.decode(audio_codes=levels).audio_values
-            if self.family in ("mimi", "higgs"):
+            if self.family in ("mimi", "higgs", "xcodec2"):
                 return self.model.decode(levels).audio_values[:, 0, :]
             if self._chunked:
                 chunks = levels.shape[-1] // self._chunk_frames
@@ -326,4 +399,5 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
         if int(rate) != info.sample_rate:
             raise UsageError(f"the model in {weights_dir} runs at {rate} Hz, but --codec "
                              f"{info.name} expects {info.sample_rate} Hz")
-    return TransformersCodec(model, info, device, float(option) if option is not None else None)
+    extractor = feature_extractor(info, weights_dir, model.config.hop_length) if family is XCODEC2 else None
+    return TransformersCodec(model, info, device, float(option) if option is not None else None, extractor)
