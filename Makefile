@@ -25,6 +25,7 @@ system-deps:
 test-deps: system-deps .constraints.txt
 	$(PIP) install -c .constraints.txt -e ".[test]"
 	$(PYTHON) scripts/reference_torchaudio.py
+	$(PYTHON) scripts/reference_maskgct.py
 
 test: test-deps
 	$(PYTHON) -m pytest -q

@@ -103,3 +103,20 @@ def test_tokenize_with_hubert_units(acceptance_shards, tmp_path):
     index, ext = GOOD_FILES["b/utt5"]
     samples = decode(sentence_audio(index, ext), 16000).samples
     assert records["b/utt5"]["tokens"] == [reference_units(folder, samples, 2)]
+
+
+def test_tokenize_with_maskgct_semantic(acceptance_shards, tmp_path):
+    from tests.codecs.test_maskgct_semantic import amphion_folder, reference_codes
+
+    folder = amphion_folder(str(tmp_path / "maskgct"))  # as a MaskGCT user assembles it
+    out = tmp_path / "out"
+    result = run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(out), "--codec",
+                           "maskgct-semantic", "--model-path", folder, *WINDOWS)
+    assert result.returncode == 0, result.stderr
+    records = {r["key"]: r for r in read_jsonl(out / "000002.jsonl")}
+    assert sorted(records) == ["b/utt3", "b/utt4", "b/utt5", "b/utt6"]
+    index, ext = GOOD_FILES["b/utt5"]
+    samples = decode(sentence_audio(index, ext), 16000).samples
+    assert records["b/utt5"]["tokens"] == [reference_codes(folder, samples)]
+    resynth = run_audiomill("resynth", str(out), "--wav-dir", str(tmp_path / "wavs"))
+    assert resynth.returncode != 0 and "no decoder" in resynth.stderr and "Traceback" not in resynth.stderr

@@ -36,6 +36,13 @@ class CodecInfo:
     config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     description: str = ""
     options: tuple[str, ...] = ()  # names accepted by --codec-option
+    # what --model-path must hold: groups of alternatives, paths relative to the folder
+    # (default: config.json and one of weight_files, as hub repositories of transformers models)
+    layout: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def required_files(self) -> tuple[tuple[str, ...], ...]:
+        return self.layout or (("config.json",), self.weight_files)
 
     @property
     def bits_per_second(self) -> float:
@@ -72,7 +79,7 @@ class Codec(Protocol):
         """Codes back to audio ``[B, T]``."""
 
 
-_ADAPTERS = ("audiomill.codecs.snac", "audiomill.codecs.hf", "audiomill.codecs.units")
+_ADAPTERS = ("audiomill.codecs.snac", "audiomill.codecs.hf", "audiomill.codecs.units", "audiomill.codecs.maskgct")
 
 
 def all_codecs() -> dict[str, CodecInfo]:
@@ -96,17 +103,19 @@ def resolve_weights(info: CodecInfo, model_path: str | None) -> str:
     ``--model-path`` always wins (clusters are offline); otherwise the Hugging Face
     cache is tried, then the hub itself unless ``HF_HUB_OFFLINE`` is set.
     """
+    def layout_text() -> str:
+        return ", ".join(" or ".join(group) for group in info.required_files)
+
     if model_path:
         if not os.path.isdir(model_path):
             raise WeightsNotFound(f"--model-path {model_path} is not a folder")
-        if not os.path.isfile(os.path.join(model_path, "config.json")):
-            raise WeightsNotFound(f"--model-path {model_path} has no config.json")
-        if not any(os.path.isfile(os.path.join(model_path, f)) for f in info.weight_files):
-            raise WeightsNotFound(f"--model-path {model_path} has none of {', '.join(info.weight_files)}")
+        for group in info.required_files:
+            if not any(os.path.isfile(os.path.join(model_path, name)) for name in group):
+                raise WeightsNotFound(f"--model-path {model_path} has no {' or '.join(group)} "
+                                      f"({info.name} needs {layout_text()})")
         return model_path
     hint = (
-        f"no weights for {info.name}: pass --model-path DIR (a folder with config.json and "
-        f"{' or '.join(info.weight_files)}"
+        f"no weights for {info.name}: pass --model-path DIR (a folder with {layout_text()}"
         + (f", as in the hub repository {info.hub_id}" if info.hub_id else "")
         + "), or --random-weights for a test run"
     )
@@ -116,7 +125,8 @@ def resolve_weights(info: CodecInfo, model_path: str | None) -> str:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise WeightsNotFound(hint) from None
-    patterns = ["config.json", *info.weight_files]
+    patterns = sorted({name.split("/")[0] + "/*" if "/" in name else name
+                       for group in info.required_files for name in group})
     try:
         return snapshot_download(info.hub_id, allow_patterns=patterns, local_files_only=True)
     except Exception:
