@@ -120,3 +120,25 @@ def test_tokenize_with_maskgct_semantic(acceptance_shards, tmp_path):
     assert records["b/utt5"]["tokens"] == [reference_codes(folder, samples)]
     resynth = run_audiomill("resynth", str(out), "--wav-dir", str(tmp_path / "wavs"))
     assert resynth.returncode != 0 and "no decoder" in resynth.stderr and "Traceback" not in resynth.stderr
+
+
+def test_tokenize_with_bicodec_and_resynthesise(acceptance_shards, tmp_path):
+    from audiomill.codecs.bicodec import save_random as save_spark
+    from tests.codecs.test_bicodec import reference_tokens
+
+    folder = save_spark(str(tmp_path / "Spark-TTS-0.5B"))
+    out = tmp_path / "out"
+    result = run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(out), "--codec", "bicodec",
+                           "--model-path", folder, *WINDOWS)
+    assert result.returncode == 0, result.stderr
+    records = {r["key"]: r for r in read_jsonl(out / "000002.jsonl")}
+    assert sorted(records) == ["b/utt3", "b/utt4", "b/utt5", "b/utt6"]
+    index, ext = GOOD_FILES["b/utt4"]
+    samples = decode(sentence_audio(index, ext), 16000).samples
+    semantic, speaker = reference_tokens(folder, samples, tmp_path)
+    assert records["b/utt4"]["tokens"] == [semantic] and records["b/utt4"]["global_tokens"] == speaker
+    wavs = tmp_path / "wavs"
+    run_audiomill("resynth", str(out), "--wav-dir", str(wavs), check=True)
+    for record in records.values():
+        audio, rate = soundfile.read(wavs / (record["key"] + ".wav"))
+        assert rate == 16000 and len(audio) == record["num_samples"]

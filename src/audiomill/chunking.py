@@ -60,6 +60,7 @@ def stitch(windows: list[Window], codes: list[list[np.ndarray]], frame_hops: lis
             last = window_codes[level].shape[-1] if is_last else round((window.keep_end - window.start) / hop)
             parts.append(window_codes[level][..., first:last])
         levels.append(np.concatenate(parts, axis=-1))
+    levels.extend(codes[0][len(frame_hops):])  # per-clip outputs (no frames): the first window's
     return levels
 
 

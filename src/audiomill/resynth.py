@@ -47,14 +47,21 @@ def plan_of(path: str) -> dict:
     return folder.read_plan().get("config", {})
 
 
-def codes_of(tokens: list[list[int]], codec) -> list:
-    """A record's token lists as the codec's ``decode`` takes them: one tensor per level."""
+def codes_of(record: dict, codec) -> list:
+    """A record's tokens as the codec's ``decode`` takes them: one tensor per level, then per-clip outputs."""
     import torch
 
+    tokens = record["tokens"]
     levels = len(codec.frame_hops())
-    if levels == len(tokens):  # one token list per level (SNAC)
-        return [torch.tensor(row)[None] for row in tokens]
-    return [torch.tensor(tokens)[None]]  # one level of codebooks [1, K, T] (RVQ codecs)
+    if levels == len(tokens):  # one token list per level (SNAC, one-codebook codecs)
+        codes = [torch.tensor(row)[None] for row in tokens]
+    else:
+        codes = [torch.tensor(tokens)[None]]  # one level of codebooks [1, K, T] (RVQ codecs)
+    for name in getattr(codec, "clip_fields", ()):
+        if name not in record:
+            raise UsageError(f"record {record.get('key')!r} has no {name}, which {codec.name} needs to decode")
+        codes.append(torch.tensor(record[name])[None])
+    return codes
 
 
 def safe_name(key: str) -> str:
@@ -88,7 +95,7 @@ def resynth(path: str, wav_dir: str, model_path: str | None = None, limit: int |
             continue
         if record["codec"] != name:
             raise UsageError(f"{path} mixes codecs ({name}, {record['codec']}): resynthesise one at a time")
-        wav = codec.decode(codes_of(record["tokens"], codec))[0].float().cpu().numpy()
+        wav = codec.decode(codes_of(record, codec))[0].float().cpu().numpy()
         wanted = int(record.get("num_samples") or len(wav))
         wav = wav[:wanted] if len(wav) >= wanted else np.pad(wav, (0, wanted - len(wav)))
         target = os.path.join(wav_dir, safe_name(record["key"]) + ".wav")

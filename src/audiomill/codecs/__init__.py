@@ -78,8 +78,14 @@ class Codec(Protocol):
     def decode(self, codes: list["torch.Tensor"]) -> "torch.Tensor":
         """Codes back to audio ``[B, T]``."""
 
+    # Optional: names of per-clip outputs (BiCodec's "global_tokens") that ``encode`` returns
+    # after the frame levels, ``[B, N]`` each; written as record fields of those names. A long
+    # file's windows share the first window's.
+    # clip_fields: tuple[str, ...]
 
-_ADAPTERS = ("audiomill.codecs.snac", "audiomill.codecs.hf", "audiomill.codecs.units", "audiomill.codecs.maskgct")
+
+_ADAPTERS = ("audiomill.codecs.snac", "audiomill.codecs.hf", "audiomill.codecs.units", "audiomill.codecs.maskgct",
+             "audiomill.codecs.bicodec")
 
 
 def all_codecs() -> dict[str, CodecInfo]:

@@ -31,7 +31,8 @@ from audiomill.stages import Output
 
 log = logging.getLogger(__name__)
 
-RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error")
+RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error",
+            "global_tokens")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 INJECT_OOM_ENV = "AUDIOMILL_INJECT_OOM"  # "clips>N" or "samples>N": fail such encode calls as out of memory
 
@@ -100,7 +101,8 @@ class FileState:
     done: bool = False  # its record or error has been output
 
 
-def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int, tokens: list[list[int]]) -> dict:
+def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int, tokens: list[list[int]],
+                clip_outputs: dict[str, list[int]] | None = None) -> dict:
     record: dict[str, Any] = {
         "key": item.key,
         "tar_file": item.source,
@@ -110,6 +112,7 @@ def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int,
         "codec": codec_name,
         "tokens": tokens,
         "token_shape": [len(level) for level in tokens],
+        **(clip_outputs or {}),
     }
     clashes = {k: v for k, v in item.meta.items() if k in RESERVED}
     record.update((k, v) for k, v in item.meta.items() if k not in RESERVED)
@@ -133,6 +136,7 @@ class TokenizeStage:
         import torch
 
         self.codec = codec
+        self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
         rate = codec.sample_rate
         self.window = int(window_seconds * rate) if window_seconds > 0 else 0
         self.overlap = int(overlap_seconds * rate)
@@ -321,20 +325,24 @@ class TokenizeStage:
         results = []
         for row, clip in enumerate(clips):
             frames = self.codec.num_frames(len(clip))
-            results.append([arrays[level][row, ..., : frames[level]] for level in range(len(arrays))])
+            results.append([arrays[level][row, ..., : frames[level]] if level < len(frames) else arrays[level][row]
+                            for level in range(len(arrays))])
         return results
 
     def _finish(self, state: FileState) -> Output:
         state.done = True
         count = state.count or 0
         windows = [state.windows[i] for i in range(count)]
-        levels = stitch(windows, [state.codes[i] for i in range(count)], self.codec.frame_hops())
+        hops = self.codec.frame_hops()
+        levels = stitch(windows, [state.codes[i] for i in range(count)], hops)
+        clip_outputs = {name: levels[len(hops) + i].tolist() for i, name in enumerate(self.clip_fields)}
         tokens: list[list[int]] = []
-        for level in levels:
+        for level in levels[:len(hops)]:
             if level.ndim == 1:
                 tokens.append(level.tolist())
             else:  # [codebooks, frames]: one list per codebook
                 tokens.extend(row.tolist() for row in level)
-        record = make_record(state.item, self.codec.name, self.codec.sample_rate, state.num_samples, tokens)
+        record = make_record(state.item, self.codec.name, self.codec.sample_rate, state.num_samples, tokens,
+                             clip_outputs)
         state.codes.clear()
         return Output(state.item, record=record, audio_seconds=state.num_samples / self.codec.sample_rate)
