@@ -199,7 +199,6 @@ def _codebooks_from_latents(model) -> None:
     the same code and no test could fail; vectors drawn from the latents themselves (as
     k-means initialisation does) make the codes follow the audio.
     """
-    import torch
 
     config = model.config
     rate = int(getattr(config, "sampling_rate", None) or config.sample_rate)
@@ -244,7 +243,6 @@ def _spread_scalar_quantizer(model) -> None:
     code for every frame); standardising the projection on a test signal's latents
     makes the codes follow the audio.
     """
-    import torch
 
     project = model.quantizer.project_in
     captured = {}
