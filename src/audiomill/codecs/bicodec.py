@@ -161,7 +161,7 @@ def save_random(folder: str, seed: int = 0) -> str:
     from safetensors.torch import save_file
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    from audiomill.codecs.hf import _test_signal, spread_rows
+    from audiomill.codecs.hf import _test_signal, spread_rows, standardise
 
     audio_tokenizer, _ = _library()
     from spark_tts_lib.models.bicodec import BiCodec as Model
@@ -199,16 +199,13 @@ def save_random(folder: str, seed: int = 0) -> str:
         # the speaker FSQ: random init puts every token near one level; standardise its projection
         project = model.speaker_encoder.quantizer.project_in
         captured = []
-        hook = project.register_forward_hook(lambda module, args, output: captured.append(args[0]) and None)
+        hook = project.register_forward_hook(lambda module, args, output: captured.append(args[0]))
         reference = torch.from_numpy(signal[:96000]).float()[None]
         try:
             model.tokenize({"feat": features, "ref_wav": reference, "wav": reference})
         finally:
             hook.remove()
-        out = project(captured[0]).reshape(-1, project.out_features)
-        scale = 1.5 / out.std(0).clamp_min(1e-8)
-        project.weight.mul_(scale[:, None])
-        project.bias.copy_((project.bias - out.mean(0)) * scale)
+        standardise(project, captured[0])
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(folder, CODEC_DIR, "model.safetensors"))
     return folder

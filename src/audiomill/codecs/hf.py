@@ -243,7 +243,6 @@ def _spread_scalar_quantizer(model) -> None:
     code for every frame); standardising the projection on a test signal's latents
     makes the codes follow the audio.
     """
-
     project = model.quantizer.project_in
     captured = {}
 
@@ -258,7 +257,16 @@ def _spread_scalar_quantizer(model) -> None:
         model.encode(**inputs)
     finally:
         hook.remove()
-    out = project(captured["latents"])[0]  # [frames, levels]
+    standardise(project, captured["latents"])
+
+
+def standardise(project, inputs) -> None:
+    """Rescale the linear layer ``project`` so that its outputs on ``inputs`` have mean 0 and std 1.5 per unit.
+
+    For test models with scalar quantizers (FSQ): random init projects to values near
+    zero, which all round to the middle level; spread over +-1.5 they use the levels.
+    """
+    out = project(inputs).reshape(-1, project.out_features)
     scale = 1.5 / out.std(0).clamp_min(1e-8)
     project.weight.mul_(scale[:, None])
     project.bias.copy_((project.bias - out.mean(0)) * scale)
