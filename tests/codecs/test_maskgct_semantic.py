@@ -17,7 +17,7 @@ import torch
 from audiomill.codecs import codec_info, load_codec, resolve_weights
 from audiomill.codecs.maskgct import CODEC_WEIGHTS, LAYER, SEMANTIC_MODEL, TINY_CODEC, save_random
 from audiomill.errors import UsageError, WeightsNotFound
-from tests.codecs.test_transformers_codecs import audio, tokenize
+from tests.codecs.test_transformers_codecs import assert_batched_equals_single, audio, tokenize
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", ".cache", "reference-maskgct")
 
@@ -85,13 +85,7 @@ def test_codes_equal_the_reference(folder):
 
 
 def test_batched_codes_equal_single_clip_codes(folder):
-    codec = load_codec("maskgct-semantic", folder)
-    long = audio(16000, 9.0, seed=1)
-    third = len(long) // 3
-    clips = [long[:third], long[third : 2 * third], long[2 * third :3 * third], long[: third // 2]]
-    batched, calls = tokenize(codec, clips)
-    assert max(calls) == 3
-    assert batched == [tokenize(codec, [c])[0][0] for c in clips]
+    assert_batched_equals_single(load_codec("maskgct-semantic", folder), seconds=9.0)
 
 
 def test_chunked_long_audio_agrees_with_whole_file_codes(folder):

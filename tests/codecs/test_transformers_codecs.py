@@ -47,7 +47,8 @@ def audio(rate: int, seconds: float, seed: int = 0) -> np.ndarray:
     return soxr.resample(samples, source_rate, rate).astype(np.float32)
 
 
-def tokenize(codec, clips, window=0.0, overlap=0.0, batch_seconds=1000.0):
+def run_stage(codec, clips, window=0.0, overlap=0.0, batch_seconds=1000.0):
+    """The clips through TokenizeStage: their records in order, and the clip count of each encode call."""
     stage = TokenizeStage(codec, window, overlap, batch_seconds)
     calls = []
     encode = stage.encode_arrays
@@ -55,7 +56,26 @@ def tokenize(codec, clips, window=0.0, overlap=0.0, batch_seconds=1000.0):
     pairs = [(Item(key=str(i), source="s", audio_file=f"{i}.wav", index=i), Audio(c, codec.sample_rate, 0, 1))
              for i, c in enumerate(clips)]
     records = {o.record["key"]: o.record for group in stage.run(iter(pairs)) for o in group}
-    return [records[str(i)]["tokens"] for i in range(len(clips))], calls
+    return [records[str(i)] for i in range(len(clips))], calls
+
+
+def tokenize(codec, clips, window=0.0, overlap=0.0, batch_seconds=1000.0):
+    records, calls = run_stage(codec, clips, window, overlap, batch_seconds)
+    return [record["tokens"] for record in records], calls
+
+
+def assert_batched_equals_single(codec, seconds: float = 12.0) -> list[dict]:
+    """Three clips of one length go in one call and get their single-clip codes; returns the batched records."""
+    long = audio(codec.sample_rate, seconds, seed=1)
+    third = len(long) // 3
+    clips = [long[:third], long[third : 2 * third], long[2 * third : 3 * third], long[: third // 2]]
+    batched, calls = run_stage(codec, clips)
+    assert max(calls) == 3  # the three clips of one length went in one call
+    singles = [run_stage(codec, [c])[0][0] for c in clips]
+    assert [r["tokens"] for r in batched] == [r["tokens"] for r in singles]
+    for name in getattr(codec, "clip_fields", ()):
+        assert [r[name] for r in batched] == [r[name] for r in singles]
+    return batched
 
 
 def reference_codes(name: str, folder: str, clip: np.ndarray, option=None) -> list[list[int]]:
@@ -109,13 +129,7 @@ def test_codec_option_selects_the_codebooks(name, option, books, saved):
 
 @pytest.mark.parametrize("name", CODECS)
 def test_batched_codes_equal_single_clip_codes(name, saved):
-    codec = load_codec(name, saved(name))
-    long = audio(codec.sample_rate, 12.0, seed=1)
-    third = len(long) // 3
-    clips = [long[:third], long[third : 2 * third], long[2 * third : 3 * third], long[: third // 2]]
-    batched, calls = tokenize(codec, clips)
-    assert max(calls) == 3  # the three clips of one length went in one call
-    assert batched == [tokenize(codec, [c])[0][0] for c in clips]
+    assert_batched_equals_single(load_codec(name, saved(name)))
 
 
 @pytest.mark.parametrize("name", CODECS)

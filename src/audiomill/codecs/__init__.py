@@ -169,17 +169,24 @@ def parse_codec_options(pairs: list[str]) -> dict[str, float | str]:
     return options
 
 
+def find_file(folder: str, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that exists in ``folder`` (a checkpoint may ship any one of them)."""
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def load_state_dict(folder: str, weight_files: tuple[str, ...]) -> dict[str, Any]:
     """Weights from a local folder without ever unpickling arbitrary objects."""
     import torch
 
-    for filename in weight_files:
-        path = os.path.join(folder, filename)
-        if not os.path.isfile(path):
-            continue
-        if filename.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    path = find_file(folder, weight_files)
+    if path is None:
+        raise WeightsNotFound(f"{folder} has none of {', '.join(weight_files)}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
 
-            return load_file(path, device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    raise WeightsNotFound(f"{folder} has none of {', '.join(weight_files)}")
+        return load_file(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -125,10 +125,9 @@ class BiCodec:
         return num_samples  # per-clip normalisation and attention over the clip: exact lengths only
 
     def num_frames(self, num_samples: int) -> list[int]:
-        length = num_samples
-        for kernel, stride in zip(self.kernels, self.strides):
-            length = max(0, (length - kernel) // stride + 1)
-        return [length]
+        from audiomill.codecs.units import conv_frames
+
+        return [conv_frames(num_samples, self.kernels, self.strides)]
 
     def encode(self, wav, lengths):
         """``wav [B, T]`` -> ``[semantic [B, frames], global [B, 32]]``, as BiCodecTokenizer.tokenize makes them."""
@@ -163,7 +162,7 @@ def save_random(folder: str, seed: int = 0) -> str:
 
     from audiomill.codecs.hf import _test_signal, spread_rows, standardise
 
-    audio_tokenizer, _ = _library()
+    _library()
     from spark_tts_lib.models.bicodec import BiCodec as Model
     from spark_tts_lib.modules.encoder_decoder.feat_decoder import Decoder
     from spark_tts_lib.modules.encoder_decoder.feat_encoder import Encoder

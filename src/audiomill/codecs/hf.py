@@ -7,9 +7,11 @@ model's ``encode`` gives them for that clip alone.
 
 Batching: none of these models masks zero-padding all the way through (EnCodec pads
 its convolutions by reflection at the end of the input, DAC and Mimi take no mask
-into their encoders, Higgs' HuBERT and X-codec2's w2v-BERT attend to the padding, and X-codec2 normalises
-its filter banks over each clip), so a padded clip's last frames would differ from its codes alone. Clips are batched only with clips of exactly the same length -- the windows
-of a long file, mostly -- which keeps every code identical to the reference.
+into their encoders, Higgs' HuBERT and X-codec2's w2v-BERT attend to the padding, and
+X-codec2 normalises its filter banks over each clip), so a padded clip's last frames
+would differ from its codes alone. Clips are batched only with clips of exactly the
+same length -- the windows of a long file, mostly -- which keeps every code identical
+to the reference.
 """
 
 from __future__ import annotations
@@ -96,9 +98,6 @@ INFOS = [
 ]
 
 
-INFOS_BY_NAME = {info.name: info for info in INFOS}
-
-
 def model_config(info: CodecInfo) -> dict:
     """The transformers configuration of ``info``'s layout (what differs from the class defaults)."""
     return {k: v for k, v in info.config.items() if k not in ("family", "default_option")}
@@ -131,14 +130,14 @@ def model_class(family: Family, name: str | None = None):
     return getattr(transformers, family.config_class if name == "config" else family.model_class)
 
 
-def feature_extractor(info: CodecInfo, weights_dir: str | None, hop_length: int):
+def feature_extractor(weights_dir: str | None, config):
     """X-codec2's feature extractor: the checkpoint's ``preprocessor_config.json``, else the defaults."""
-    model_class(FAMILIES[info.config["family"]])  # the stand-in torchaudio, before transformers checks for it
+    model_class(XCODEC2)  # the stand-in torchaudio, before transformers checks for it
     from transformers.models.xcodec2 import Xcodec2FeatureExtractor
 
     if weights_dir and os.path.isfile(os.path.join(weights_dir, "preprocessor_config.json")):
         return Xcodec2FeatureExtractor.from_pretrained(weights_dir)
-    return Xcodec2FeatureExtractor(sampling_rate=info.sample_rate, hop_length=hop_length)
+    return Xcodec2FeatureExtractor(sampling_rate=config.sampling_rate, hop_length=config.hop_length)
 
 
 def random_model(info: CodecInfo, config: dict, seed: int = 0):
@@ -199,7 +198,6 @@ def _codebooks_from_latents(model) -> None:
     the same code and no test could fail; vectors drawn from the latents themselves (as
     k-means initialisation does) make the codes follow the audio.
     """
-
     config = model.config
     rate = int(getattr(config, "sampling_rate", None) or config.sample_rate)
     signal = _test_signal(rate)[None, None].expand(-1, getattr(config, "audio_channels", 1), -1)
@@ -250,7 +248,7 @@ def _spread_scalar_quantizer(model) -> None:
         captured["latents"] = args[0]
 
     hook = project.register_forward_hook(capture)
-    extractor = feature_extractor(INFOS_BY_NAME["xcodec2"], None, model.config.hop_length)
+    extractor = feature_extractor(None, model.config)
     inputs = extractor([_test_signal(model.config.sampling_rate).numpy()], sampling_rate=model.config.sampling_rate,
                        return_tensors="pt")
     try:
@@ -277,7 +275,7 @@ def save_random(info: CodecInfo, folder: str, config: dict | None = None, seed: 
     model = random_model(info, config if config is not None else tiny_config(info), seed)
     model.save_pretrained(folder)
     if info.config["family"] == "xcodec2":
-        feature_extractor(info, None, model.config.hop_length).save_pretrained(folder)
+        feature_extractor(None, model.config).save_pretrained(folder)
     return folder
 
 
@@ -405,5 +403,5 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
         if int(rate) != info.sample_rate:
             raise UsageError(f"the model in {weights_dir} runs at {rate} Hz, but --codec "
                              f"{info.name} expects {info.sample_rate} Hz")
-    extractor = feature_extractor(info, weights_dir, model.config.hop_length) if family is XCODEC2 else None
+    extractor = feature_extractor(weights_dir, model.config) if family is XCODEC2 else None
     return TransformersCodec(model, info, device, float(option) if option is not None else None, extractor)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-from audiomill.codecs import CodecInfo
+from audiomill.codecs import CodecInfo, find_file
 from audiomill.errors import UsageError, WeightsNotFound
 
 SEMANTIC_MODEL = "w2v-bert-2.0"
@@ -181,20 +181,18 @@ def load_stats(folder: str):
     """Layer-17 ``(mean, std)``; never unpickles anything but tensors."""
     import torch
 
-    for name in STATS_FILES:
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            continue
-        if name.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    path = find_file(folder, STATS_FILES)
+    if path is None:
+        raise WeightsNotFound(f"{folder} has none of {', '.join(STATS_FILES)} (the w2v-BERT layer-17 statistics)")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
 
-            stats = load_file(path)
-        else:
-            stats = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(stats, dict) or "mean" not in stats or "var" not in stats:
-            raise WeightsNotFound(f"{path} should hold the tensors 'mean' and 'var'")
-        return stats["mean"].float(), torch.sqrt(stats["var"].float())
-    raise WeightsNotFound(f"{folder} has none of {', '.join(STATS_FILES)} (the w2v-BERT layer-17 statistics)")
+        stats = load_file(path)
+    else:
+        stats = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stats, dict) or "mean" not in stats or "var" not in stats:
+        raise WeightsNotFound(f"{path} should hold the tensors 'mean' and 'var'")
+    return stats["mean"].float(), torch.sqrt(stats["var"].float())
 
 
 class MaskGCTSemantic:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from audiomill.codecs import WEIGHT_FILES, CodecInfo
+from audiomill.codecs import WEIGHT_FILES, CodecInfo, find_file
 from audiomill.errors import UsageError, WeightsNotFound
 
 CENTROID_FILES = ("kmeans.npy", "kmeans.safetensors")
@@ -35,23 +35,30 @@ INFOS = [
 ]
 
 
+def conv_frames(num_samples: int, kernels: list[int], strides: list[int]) -> int:
+    """Frames out of a wav2vec2-style convolutional front end (no padding) for ``num_samples`` in."""
+    length = num_samples
+    for kernel, stride in zip(kernels, strides):
+        length = max(0, (length - kernel) // stride + 1)
+    return length
+
+
 def load_centroids(folder: str):
     import numpy as np
     import torch
 
-    for name in CENTROID_FILES:
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            continue
-        if name.endswith(".npy"):
-            return torch.from_numpy(np.load(path, allow_pickle=False)).float()
-        from safetensors.torch import load_file
+    path = find_file(folder, CENTROID_FILES)
+    if path is None:
+        raise WeightsNotFound(f"{folder} has no k-means centroids ({' or '.join(CENTROID_FILES)}, "
+                              "[clusters, hidden])")
+    if path.endswith(".npy"):
+        return torch.from_numpy(np.load(path, allow_pickle=False)).float()
+    from safetensors.torch import load_file
 
-        tensors = load_file(path)
-        if "centroids" not in tensors:
-            raise WeightsNotFound(f"{path} has no tensor named 'centroids'")
-        return tensors["centroids"].float()
-    raise WeightsNotFound(f"{folder} has no k-means centroids ({' or '.join(CENTROID_FILES)}, [clusters, hidden])")
+    tensors = load_file(path)
+    if "centroids" not in tensors:
+        raise WeightsNotFound(f"{path} has no tensor named 'centroids'")
+    return tensors["centroids"].float()
 
 
 class HubertUnits:
@@ -89,10 +96,7 @@ class HubertUnits:
         return num_samples
 
     def num_frames(self, num_samples: int) -> list[int]:
-        length = num_samples
-        for kernel, stride in zip(self.kernels, self.strides):
-            length = max(0, (length - kernel) // stride + 1)
-        return [length]
+        return [conv_frames(num_samples, self.kernels, self.strides)]
 
     def features(self, wav):
         hidden = self.model(wav.to(self.device), output_hidden_states=True).hidden_states

@@ -31,8 +31,7 @@ from audiomill.stages import Output
 
 log = logging.getLogger(__name__)
 
-RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error",
-            "global_tokens")
+RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 INJECT_OOM_ENV = "AUDIOMILL_INJECT_OOM"  # "clips>N" or "samples>N": fail such encode calls as out of memory
 
@@ -114,8 +113,9 @@ def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int,
         "token_shape": [len(level) for level in tokens],
         **(clip_outputs or {}),
     }
-    clashes = {k: v for k, v in item.meta.items() if k in RESERVED}
-    record.update((k, v) for k, v in item.meta.items() if k not in RESERVED)
+    reserved = set(RESERVED) | set(clip_outputs or ())
+    clashes = {k: v for k, v in item.meta.items() if k in reserved}
+    record.update((k, v) for k, v in item.meta.items() if k not in reserved)
     if clashes:
         record["meta"] = clashes
     return record
