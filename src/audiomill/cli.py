@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from audiomill import __version__
@@ -68,26 +69,8 @@ def _add_speed(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the encoder (slow start, then faster; check codes with bench --agreement)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="audiomill",
-        description="Turn large audio corpora into training-ready discrete tokens.",
-        formatter_class=_Formatter,
-        epilog="Run 'audiomill COMMAND --help' for the flags of each command.",
-    )
-    parser.add_argument("--version", action="version", version=f"audiomill {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    tok = commands.add_parser(
-        "tokenize", formatter_class=_Formatter, help="encode audio into codec tokens, one JSONL per shard",
-        description=(
-            "Encode every audio file of the inputs with a neural codec and write one JSONL file per input shard\n"
-            "to --out (000001.tar -> 000001.jsonl, failed files in 000001.errors.jsonl). Run the same command\n"
-            "again after a crash, a kill or a time limit: it finishes the work and changes nothing complete."
-        ),
-        epilog=EXIT_CODES,
-    )
-    tok.add_argument("inputs", nargs="+", metavar="INPUT",
+def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str) -> None:
+    tok.add_argument("inputs", nargs=inputs, metavar="INPUT",
                      help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests, or globs")
     tok.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     tok.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
@@ -121,7 +104,93 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--log-interval", type=_positive(float), default=30.0, metavar="S",
                      help="seconds between progress lines in log mode")
     tok.add_argument("--log-file", default=None, metavar="FILE", help="also write the log to FILE")
+
+
+def _add_slurm(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("SLURM (--executor slurm, and slurm-script)")
+    group.add_argument("--partition", default=None, help="partition to submit to (default: the cluster's)")
+    group.add_argument("--time", default="2:00:00",
+                       help="time limit of each array task (SLURM format: minutes, H:M:S, D-H:M:S); tasks requeue "
+                            "themselves at it")
+    group.add_argument("--gpus-per-node", type=_non_negative(int), default=0, metavar="N",
+                       help="GPUs per array task (one node each); every GPU gets a worker. 0: CPU nodes, "
+                            "which run --devices")
+    group.add_argument("--cpus-per-task", type=_positive(int), default=None, metavar="N", help="CPUs per array task")
+    group.add_argument("--mem", default=None, help="memory per node, e.g. 200G")
+    group.add_argument("--nodes-max", type=_positive(int), default=64, metavar="N",
+                       help="at most this many array tasks (nodes) at once")
+    group.add_argument("--account", default=None, help="account to charge")
+    group.add_argument("--qos", default=None, help="quality of service")
+    group.add_argument("--constraint", default=None, help="node features, e.g. a100|h100")
+    group.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                       help="any other sbatch option, e.g. reservation=big or exclusive (repeatable)")
+    group.add_argument("--setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each task, e.g. 'source ~/venv/bin/activate' (repeatable)")
+    group.add_argument("--signal-seconds", type=_positive(int), default=120, metavar="S",
+                       help="seconds before the time limit at which a task is told to stop and requeue")
+
+
+def _add_executors(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("executors")
+    group.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
+                       help="where to run: this machine's devices, a SLURM array (through submitit), or Ray")
+    group.add_argument("--until-done", action="store_true",
+                       help="slurm/ray: when a round ends with shards left (a task killed, a node lost), run "
+                            "another, until all are complete or a round completes nothing")
+    group.add_argument("--poll-seconds", type=_positive(float), default=15.0, metavar="S",
+                       help="slurm --until-done: seconds between looks at the queue")
+    group.add_argument("--address", default=None,
+                       help="ray: the cluster's address (default: start one on this machine)")
+    group.add_argument("--ray-workers", type=_non_negative(int), default=0, metavar="N",
+                       help="ray: tasks at once (0: one per GPU of the cluster, else one per --devices CPU worker)")
+    _add_slurm(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="audiomill",
+        description="Turn large audio corpora into training-ready discrete tokens.",
+        formatter_class=_Formatter,
+        epilog="Run 'audiomill COMMAND --help' for the flags of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"audiomill {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    tok = commands.add_parser(
+        "tokenize", formatter_class=_Formatter, help="encode audio into codec tokens, one JSONL per shard",
+        description=(
+            "Encode every audio file of the inputs with a neural codec and write one JSONL file per input shard\n"
+            "to --out (000001.tar -> 000001.jsonl, failed files in 000001.errors.jsonl). Run the same command\n"
+            "again after a crash, a kill or a time limit: it finishes the work and changes nothing complete."
+        ),
+        epilog=EXIT_CODES,
+    )
+    _add_tokenize_flags(tok, inputs="+")
+    _add_executors(tok)
     tok.set_defaults(func=cmd_tokenize)
+
+    ss = commands.add_parser(
+        "slurm-script", formatter_class=_Formatter, help="write an sbatch array script for a plan",
+        description=(
+            "Write a ready SLURM array script for the shards of a plan that are not complete, for clusters\n"
+            "where jobs may only be submitted with sbatch. With INPUTs, the plan is made (or extended) first,\n"
+            "exactly as 'tokenize' would; without, the plan already in --out is used. Each task requeues\n"
+            "itself at the time limit; submitting the script again runs whatever is still left."
+        ),
+    )
+    _add_tokenize_flags(ss, inputs="*")
+    ss.add_argument("--script", default=None, metavar="FILE", help="write the script here (default: stdout)")
+    _add_slurm(ss)
+    ss.set_defaults(func=cmd_slurm_script)
+
+    stask = commands.add_parser("slurm-task", formatter_class=_Formatter,
+                                description="Run one array task of the plan in OUT (what slurm-script's "
+                                            "scripts call).")
+    stask.add_argument("out", metavar="OUT")
+    stask.add_argument("--task", type=_non_negative(int), required=True, metavar="I")
+    stask.add_argument("--tasks", type=_positive(int), required=True, metavar="N")
+    stask.add_argument("--devices", default=None)
+    stask.set_defaults(func=cmd_slurm_task)
 
     st = commands.add_parser(
         "status", formatter_class=_Formatter, help="what is complete, running, partial, failed or left",
@@ -252,11 +321,54 @@ def _config_from_args(args: argparse.Namespace):
     return TokenizeConfig(**values)
 
 
+def _slurm_from_args(args: argparse.Namespace):
+    from audiomill.runner.slurm import SlurmOptions
+
+    fields = SlurmOptions.__dataclass_fields__
+    return SlurmOptions(**{k: v for k, v in vars(args).items() if k in fields})
+
+
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from audiomill.tokenize import tokenize
 
+    return tokenize(_config_from_args(args), _slurm_from_args(args))
+
+
+def cmd_slurm_script(args: argparse.Namespace) -> int:
+    from audiomill.errors import UsageError
+    from audiomill.runner.slurm import sbatch_script, task_devices
+    from audiomill.runner.state import OutputFolder
+    from audiomill.runner.tasks import left_to_do
+    from audiomill.tokenize import prepare
+
     cfg = _config_from_args(args)
-    return tokenize(cfg)
+    opts = _slurm_from_args(args)
+    if cfg.inputs:
+        prepare(cfg)
+    elif not OutputFolder(cfg.out).exists():
+        raise UsageError(f"{cfg.out} holds no plan yet: pass the inputs and tokenize flags to make one")
+    folder = OutputFolder(os.path.abspath(cfg.out))
+    left = len(left_to_do(folder))
+    if not left:
+        raise UsageError(f"every shard of {cfg.out} is complete: nothing to submit")
+    devices = task_devices(opts) or (cfg.devices if cfg.inputs else folder.read_plan()["config"].get("devices"))
+    script = sbatch_script(folder.out, opts, min(opts.nodes_max, left), devices)
+    if args.script in (None, "-"):
+        sys.stdout.write(script)
+    else:
+        with open(args.script, "w", encoding="utf-8") as handle:
+            handle.write(script)
+        os.chmod(args.script, 0o755)
+        print(f"wrote {args.script}: {min(opts.nodes_max, left)} tasks over {left} shards left; "
+              f"submit it with: sbatch {args.script}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_slurm_task(args: argparse.Namespace) -> int:
+    from audiomill.runner.slurm import slurm_task
+
+    state = slurm_task(args.out, args.task, args.tasks, args.devices)
+    return EXIT_FATAL if state == "crashed" else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

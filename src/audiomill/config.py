@@ -33,6 +33,9 @@ class TokenizeConfig:
     progress: str = "auto"
     log_interval: float = 30.0
     log_file: str | None = None
+    executor: str = "local"  # local | slurm | ray
+    address: str | None = None  # --executor ray: the cluster (None: one on this machine)
+    ray_workers: int = 0  # --executor ray: tasks (0: one per GPU of the cluster, else per CPU worker)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

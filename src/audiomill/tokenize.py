@@ -28,6 +28,10 @@ def prepare(cfg: TokenizeConfig) -> tuple[list[Shard], str | None]:
         raise UsageError("--overlap-seconds must be less than half of --chunk-seconds")
     if cfg.model_path:
         cfg.model_path = os.path.abspath(cfg.model_path)
+    cfg.out = os.path.abspath(cfg.out)
+    if cfg.executor != "local" and cfg.retry_errors:
+        raise UsageError("--retry-errors works with --executor local only: run it on one node, then go on "
+                         f"with --executor {cfg.executor}")
     shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end)
     info = codec_info(cfg.codec)
     unknown = sorted(set(cfg.codec_options) - set(info.options))
@@ -72,6 +76,7 @@ def _freeze_plan(folder: OutputFolder, cfg: TokenizeConfig, shards: list[Shard],
                                  f"not {shard.path}: use another --out")
             known.setdefault(shard.name, shard.to_json())
         plan["shards"] = list(known.values())
+        plan["config"] = config  # what writes the output is checked equal above; the rest is this launch's
     else:
         import numpy
 
@@ -98,11 +103,14 @@ def _model_versions() -> dict[str, str]:
     return found
 
 
-def tokenize(cfg: TokenizeConfig) -> int:
+def tokenize(cfg: TokenizeConfig, slurm=None) -> int:
+    """Run ``cfg``; ``slurm`` (a :class:`audiomill.runner.slurm.SlurmOptions`) for --executor slurm."""
     from audiomill.cli import EXIT_FATAL, EXIT_FILE_ERRORS, EXIT_INCOMPLETE, EXIT_OK
     from audiomill.runner.local import run_local
 
     shards, weights_dir = prepare(cfg)
+    if cfg.executor != "local":
+        return _launch_cluster(cfg, shards, slurm)
     logs = os.path.join(cfg.out, "_audiomill", "logs")
     handlers = [logging.FileHandler(os.path.join(logs, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"))]
     if cfg.log_file:
@@ -141,3 +149,32 @@ def tokenize(cfg: TokenizeConfig) -> int:
     if complete < len(shards):
         return EXIT_INCOMPLETE
     return EXIT_FILE_ERRORS if errors else EXIT_OK
+
+
+def _launch_cluster(cfg: TokenizeConfig, shards: list[Shard], slurm) -> int:
+    """Hand the frozen plan to SLURM or Ray; report as a local run would once it has ended."""
+    from audiomill.cli import EXIT_FILE_ERRORS, EXIT_INCOMPLETE, EXIT_OK
+    from audiomill.runner.slurm import SlurmOptions
+    from audiomill.status import collect, totals
+
+    slurm = slurm or SlurmOptions()
+    if cfg.executor == "slurm":
+        from audiomill.runner.slurm import launch_slurm
+
+        outcome = launch_slurm(cfg, slurm)
+    elif cfg.executor == "ray":
+        from audiomill.runner.ray import launch_ray
+
+        outcome = launch_ray(cfg, cfg.address, cfg.ray_workers, slurm.until_done)
+    else:
+        raise UsageError(f"--executor {cfg.executor}: expected local, slurm or ray")
+    if outcome == "submitted" and cfg.executor == "slurm":
+        return EXIT_OK
+    folder = OutputFolder(cfg.out)
+    summary = totals(collect(folder, shards, False))
+    log.info("%d/%d shards complete, %d failed, %d file errors", summary.get("complete", 0), summary["shards"],
+             summary.get("failed", 0), summary["errors"])
+    if summary.get("complete", 0) < summary["shards"]:
+        log.error("not complete: see 'audiomill status %s'", cfg.out)
+        return EXIT_INCOMPLETE
+    return EXIT_FILE_ERRORS if summary["errors"] else EXIT_OK

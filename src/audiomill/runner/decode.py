@@ -66,7 +66,10 @@ def decode_task(task: Task, plan: WindowPlan, send) -> None:
 
 
 def _decoder_main(worker: int, plan: WindowPlan, tasks, results) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    # The parent decides when to stop. SLURM signals every process of a job step: a time-limit
+    # warning (USR2) or a TERM must not kill a decoder, or its file would become an error record.
+    for number in (signal.SIGINT, signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
     from audiomill.runner.local import die_with_parent
 
     die_with_parent()
@@ -130,7 +133,7 @@ class DecodePool:
     def close(self) -> None:
         for proc in self._procs:
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()  # decoders ignore TERM (see _decoder_main) and hold nothing to save
         for proc in self._procs:
             proc.join(timeout=5)
         for q in (self.tasks, self.results):

@@ -114,23 +114,61 @@ def default_decode_workers(device: str, workers_on_node: int) -> int:
     return max(1, cores // 2)
 
 
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+class Stop(threading.Event):
+    """A request to stop soon; remembers the signal that asked for it."""
+
+    signal: int | None = None
+
+
+def stop_on_signals(stop: Stop, signals=STOP_SIGNALS) -> dict[int, Any]:
+    """Set ``stop`` on a time-limit warning (USR2) or TERM. A second USR2 changes nothing (SLURM
+    signals every process of a step, and the parent forwards it too); a second TERM acts as it
+    would have without this handler.
+
+    Returns the signals caught, each with the handler it replaced."""
+    caught: dict[int, Any] = {}
+
+    def handle(number, frame) -> None:
+        if stop.is_set():
+            if number != signal.SIGUSR2:
+                signal.signal(number, caught.get(number) or signal.SIG_DFL)
+                os.kill(os.getpid(), number)
+            return
+        log.warning("%s received: finishing the current batch, then stopping", signal.Signals(number).name)
+        stop.signal = number
+        stop.set()
+
+    for number in signals:
+        caught[number] = signal.signal(number, handle)
+    return caught
+
+
 def run_local(
-    cfg: TokenizeConfig, shards: list[Shard], weights_dir: str | None, on_event
+    cfg: TokenizeConfig, shards: list[Shard], weights_dir: str | None, on_event,
+    stop: threading.Event | None = None, holder: str = "",
 ) -> tuple[list[ShardResult], list[str]]:
-    """Run ``shards``; returns the results and the crash reports of workers that died."""
+    """Run ``shards``; returns the results and the crash reports of workers that died.
+
+    ``stop`` ends the run early but cleanly: each worker writes the batch it is encoding and
+    leaves its shards resumable. ``holder`` names this run in the shard locks (a SLURM task, say).
+    """
     devices = parse_devices(cfg.devices)
     cpu_workers = sum(1 for d in devices if d == "cpu")
     threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers > 1 else 0
+    holder = holder or f"pid {os.getpid()}"
     if len(devices) == 1:
-        return _run_inline(cfg, shards, weights_dir, devices[0], threads, on_event), []
-    return _run_processes(cfg, shards, weights_dir, devices, threads, on_event)
+        return _run_inline(cfg, shards, weights_dir, devices[0], threads, on_event, stop, holder), []
+    return _run_processes(cfg, shards, weights_dir, devices, threads, on_event, stop, holder)
 
 
-def _run_inline(cfg, shards, weights_dir, device, threads, on_event) -> list[ShardResult]:
-    processor = build_processor(cfg, weights_dir, device, f"pid {os.getpid()}", threads)
+def _run_inline(cfg, shards, weights_dir, device, threads, on_event, stop, holder) -> list[ShardResult]:
+    processor = build_processor(cfg, weights_dir, device, holder, threads)
     results = []
     try:
-        for result in processor.run_shards(shards, cfg.retry_errors, on_event):
+        for result in processor.run_shards(shards, cfg.retry_errors, on_event, stop):
             on_event({"event": "shard", "shard": result.name, "status": result.status})
             results.append(result)
     finally:
@@ -138,7 +176,7 @@ def _run_inline(cfg, shards, weights_dir, device, threads, on_event) -> list[Sha
     return results
 
 
-def _run_processes(cfg, shards, weights_dir, devices, threads, on_event):
+def _run_processes(cfg, shards, weights_dir, devices, threads, on_event, stop, holder):
     ctx = mp.get_context("spawn")
     todo: Any = ctx.Queue()
     events: Any = ctx.Queue()
@@ -147,7 +185,8 @@ def _run_processes(cfg, shards, weights_dir, devices, threads, on_event):
     for _ in devices:
         todo.put(None)
     workers = [
-        ctx.Process(target=_worker_main, args=(i, device, len(devices), cfg.to_json(), weights_dir, threads, todo, events),
+        ctx.Process(target=_worker_main, args=(i, device, len(devices), cfg.to_json(), weights_dir, threads, todo, events,
+                                                    f"{holder} worker {i}"),
                     name=f"audiomill-worker-{i}", daemon=False)
         for i, device in enumerate(devices)
     ]
@@ -156,7 +195,13 @@ def _run_processes(cfg, shards, weights_dir, devices, threads, on_event):
     results: list[ShardResult] = []
     crashes: list[str] = []
     finished = 0
+    forwarded = False
     while finished < len(workers):
+        if stop is not None and stop.is_set() and not forwarded:
+            forwarded = True
+            for worker in workers:
+                if worker.is_alive():
+                    os.kill(worker.pid, signal.SIGUSR2)
         try:
             event = events.get(timeout=0.5)
         except queue.Empty:
@@ -202,16 +247,18 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker_main(index, device, workers_on_node, cfg_json, weights_dir, threads, todo, events) -> None:
+def _worker_main(index, device, workers_on_node, cfg_json, weights_dir, threads, todo, events, holder) -> None:
     die_with_parent()
+    stop = Stop()
+    stop_on_signals(stop)
     cfg = TokenizeConfig.from_json(cfg_json)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     try:
-        processor = build_processor(cfg, weights_dir, device, f"worker {index} pid {os.getpid()}", threads,
+        processor = build_processor(cfg, weights_dir, device, f"{holder} pid {os.getpid()}", threads,
                                     workers_on_node)
         try:
             shards = (Shard.from_json(data) for data in iter(todo.get, None))
-            for result in processor.run_shards(shards, cfg.retry_errors, events.put):
+            for result in processor.run_shards(shards, cfg.retry_errors, events.put, stop):
                 events.put({"event": "result", "shard": result.name, "status": result.status,
                             "stats": result.stats, "reason": result.reason})
         finally:

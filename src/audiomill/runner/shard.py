@@ -81,8 +81,13 @@ class ShardProcessor:
     def run(self, shard: Shard, retry_errors: bool, report: Report) -> ShardResult:
         return next(iter(self.run_shards([shard], retry_errors, report)))
 
-    def run_shards(self, shards: Iterable[Shard], retry_errors: bool, report: Report) -> Iterator[ShardResult]:
-        """Process ``shards`` in order, the next one's files decoding while this one's are encoded."""
+    def run_shards(self, shards: Iterable[Shard], retry_errors: bool, report: Report,
+                   stop: threading.Event | None = None) -> Iterator[ShardResult]:
+        """Process ``shards`` in order, the next one's files decoding while this one's are encoded.
+
+        Once ``stop`` is set (a time limit or preemption is near), the batch being encoded is
+        written, then the shards in hand are left resumable and their locks released.
+        """
         control: queue.Queue = queue.Queue()
         consumer = _Consumer(self, report)
         stop = threading.Event()
@@ -92,6 +97,10 @@ class ShardProcessor:
         try:
             ended = False
             while not (ended and not consumer.runs):
+                if stop is not None and stop.is_set():
+                    if consumer.runs:
+                        log.info("stopping: leaving %s resumable", ", ".join(r.shard.name for r in consumer.runs))
+                    break
                 while True:
                     try:
                         message = control.get_nowait()

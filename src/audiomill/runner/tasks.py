@@ -1,0 +1,134 @@
+"""One task of a cluster run (a SLURM array task, a Ray task): the local executor on its node over
+the plan's shards that are not complete.
+
+Tasks do not divide the shards between them: each one walks every remaining shard, starting at
+its own offset, and the shard locks decide who writes what. A fast task therefore takes over the
+shards a slow one has not reached, a requeued task picks up whatever is left, and no shard is ever
+written by two tasks. What each task did is kept in ``_audiomill/tasks/<executor>-<job>.json``
+(state, host, attempt, log file, and the traceback of a crash) for ``audiomill status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from audiomill.config import TokenizeConfig
+from audiomill.items import Shard
+from audiomill.runner.local import Stop, run_local
+from audiomill.runner.state import OutputFolder, read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskOutcome:
+    state: str  # finished | stopped | crashed
+    left: int  # shards of the plan still not complete (and not failed) when the task ended
+
+
+def remaining_shards(folder: OutputFolder) -> list[Shard]:
+    """The plan's shards without a done marker, failed ones included (a task may read them again)."""
+    return [s for s in folder.shards() if folder.done_stats(s.name) is None]
+
+
+def left_to_do(folder: OutputFolder) -> list[Shard]:
+    """Remaining shards that are not marked failed: what another round could still complete."""
+    return [s for s in remaining_shards(folder) if folder.failure(s.name) is None]
+
+
+def task_order(shards: list[Shard], index: int, count: int) -> list[Shard]:
+    """All of ``shards``, rotated so that ``count`` tasks start on different ones."""
+    if not shards:
+        return []
+    start = (index * len(shards)) // max(1, count)
+    return shards[start:] + shards[:start]
+
+
+def tasks_folder(folder: OutputFolder) -> str:
+    return os.path.join(folder.state, "tasks")
+
+
+def read_tasks(folder: OutputFolder) -> list[dict[str, Any]]:
+    path = tasks_folder(folder)
+    if not os.path.isdir(path):
+        return []
+    records = []
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".json"):
+            try:
+                records.append(read_json(os.path.join(path, name)))
+            except (OSError, ValueError):
+                continue  # being replaced right now
+    return records
+
+
+def task_config(folder: OutputFolder, devices: str | None = None) -> tuple[TokenizeConfig, str | None]:
+    """The frozen plan's config for a task on this node, and its weights folder (None: random)."""
+    plan = folder.read_plan()
+    cfg = TokenizeConfig.from_json(plan["config"])
+    cfg.out = folder.out
+    cfg.retry_errors = False
+    cfg.progress = "log"
+    cfg.log_file = None
+    if devices:
+        cfg.devices = devices
+    weights = plan.get("weights")
+    return cfg, None if weights in (None, "random") else weights
+
+
+def run_task(out: str, index: int, count: int, executor: str, job: str, stop: Stop | None = None,
+             devices: str | None = None, attempt: int = 0) -> TaskOutcome:
+    """Run task ``index`` of ``count`` over the plan in ``out``; never raises for a worker's crash,
+    which is recorded instead (a task's exception is recorded, then raised)."""
+    from audiomill.progress import Progress
+
+    folder = OutputFolder(os.path.abspath(out))
+    os.makedirs(tasks_folder(folder), exist_ok=True)
+    name = f"{executor}-{job}"
+    log_path = os.path.join(folder.state, "logs", f"{name}.{attempt}.log")
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    record: dict[str, Any] = {"executor": executor, "job": job, "task": index, "tasks": count, "attempt": attempt,
+                              "host": socket.gethostname(), "pid": os.getpid(), "state": "running",
+                              "started": time.time(), "log": os.path.relpath(log_path, folder.out)}
+    record_path = os.path.join(tasks_folder(folder), f"{name}.json")
+    write_json_atomic(record_path, record)
+    try:
+        cfg, weights = task_config(folder, devices)
+        shards = task_order(remaining_shards(folder), index, count)
+        log.info("task %d of %d (attempt %d): %d shards not complete", index, count, attempt, len(shards))
+        progress = Progress(len(shards), "log", cfg.log_interval)
+        try:
+            results, crashes = run_local(cfg, shards, weights, progress.update, stop, holder=f"{executor} {job}")
+        finally:
+            progress.close()
+        done = sum(1 for r in results if r.status == "done")
+        failed = [r for r in results if r.status == "failed"]
+        log.info("task %d: %d shards written, %d failed, %s", index, done, len(failed), progress.summary())
+        if crashes:
+            record.update(state="crashed", error="\n".join(crashes))
+        elif stop is not None and stop.is_set():
+            record.update(state="stopped", signal=stop.signal)
+        else:
+            record.update(state="finished")
+        record.update(shards_written=done, shards_failed=len(failed))
+    except BaseException as exc:
+        record.update(state="crashed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        log.error("task %d crashed: %s", index, record["error"])
+        raise
+    finally:
+        record["ended"] = time.time()
+        write_json_atomic(record_path, record)
+        root.removeHandler(handler)
+        handler.close()
+    return TaskOutcome(record["state"], len(left_to_do(folder)))
