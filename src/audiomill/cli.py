@@ -377,7 +377,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from audiomill.errors import UsageError
     from audiomill.runner.state import OutputFolder
     from audiomill.sources.discover import discover_shards
-    from audiomill.status import collect, totals
+    from audiomill.status import collect, task_states, totals
 
     folder = OutputFolder(args.out)
     if args.inputs:
@@ -388,6 +388,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out} holds no audiomill run (no _audiomill/plan.json); pass the inputs too")
     states = collect(folder, shards, args.check_validity)
     summary = totals(states)
+    tasks = task_states(folder)
     if args.remaining:
         paths: list[str] = []
         for s in states:
@@ -398,7 +399,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"totals": summary, "shards": [
             {"shard": s.shard.name, "input": s.shard.path, "state": s.state, "files": s.files, "errors": s.errors,
-             "audio_seconds": s.audio_seconds, "detail": s.detail, "problems": s.problems} for s in states]}))
+             "audio_seconds": s.audio_seconds, "detail": s.detail, "problems": s.problems} for s in states],
+            "tasks": tasks}))
     else:
         rows = [s for s in states if args.all or s.state != "complete" or s.problems]
         if rows:
@@ -414,9 +416,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{summary['shards']} shards: {', '.join(parts)}; {summary['files']} files, {summary['errors']} errors, "
               f"{summary['audio_hours']:.3f} h audio" + (f"; {summary['problems']} problems" if args.check_validity
                                                           else ""))
+        _print_tasks(tasks, args.all)
         if args.remaining:
             print(f"remaining inputs written to {args.remaining}")
     return EXIT_FATAL if summary["problems"] else EXIT_OK
+
+
+def _print_tasks(tasks: list[dict], show_all: bool) -> None:
+    """Cluster tasks: counts by state, then the running, lost and crashed ones (all with --all)."""
+    import time
+
+    if not tasks:
+        return
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task["state"]] = counts.get(task["state"], 0) + 1
+    print("tasks: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    for task in tasks:
+        if not show_all and task["state"] not in ("running", "lost", "crashed"):
+            continue
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task.get("started", 0)))
+        print(f"  {task['executor']} {task['job']:<14} {task['state']:<9} attempt {task.get('attempt', 0)} on "
+              f"{task.get('host', '?')} since {since}; log {task.get('log', '?')}")
+        if task["state"] == "crashed" and task.get("error"):
+            lines = [line for line in task["error"].strip().splitlines() if line.strip()]
+            print(f"    error: {lines[0]}")
+            if len(lines) > 1:
+                print(f"    last traceback line: {lines[-1].strip()}")
+        elif task["state"] == "lost":
+            print("    its process is gone without a word (killed outright?): its shards are free again")
 
 
 def cmd_shards(args: argparse.Namespace) -> int:

@@ -108,3 +108,55 @@ def totals(states: list[ShardState]) -> dict[str, Any]:
         "audio_hours": round(sum(s.audio_seconds for s in states) / 3600, 4),
         "problems": sum(len(s.problems) for s in states),
     }
+
+
+def task_states(folder: OutputFolder) -> list[dict[str, Any]]:
+    """The records of the cluster tasks (SLURM, Ray) that worked on this folder, newest first.
+
+    A task still marked running whose process is gone (killed outright: SIGKILL, the OOM killer,
+    a lost node) is shown as ``lost``: for SLURM by asking squeue, on this host by its pid."""
+    import socket
+
+    from audiomill.runner.tasks import read_tasks
+
+    records = read_tasks(folder)
+    for record in records:
+        if record.get("state") != "running":
+            continue
+        alive = None
+        if record.get("executor") == "slurm":
+            alive = _slurm_job_alive(str(record.get("job", "")))
+        if alive is None and record.get("host") == socket.gethostname():
+            alive = _pid_alive(int(record.get("pid", 0)))
+        if alive is False:
+            record["state"] = "lost"
+    records.sort(key=lambda r: r.get("started", 0), reverse=True)
+    return records
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _slurm_job_alive(job: str) -> bool | None:
+    """Whether squeue lists the job as running; None when squeue cannot tell."""
+    import shutil
+    import subprocess
+
+    if not job or shutil.which("squeue") is None:
+        return None
+    try:
+        result = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return False if "Invalid job id" in result.stderr else None
+    return any(state in ("RUNNING", "COMPLETING", "CONFIGURING") for state in result.stdout.split())

@@ -105,10 +105,21 @@ def batch_budget(stage, device: str) -> float:
     return CPU_BATCH_SECONDS
 
 
+def available_cpus() -> int:
+    """Cores this process may use: its SLURM allocation on a shared node, else its CPU affinity."""
+    allocated = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    if allocated.isdigit() and int(allocated) > 0:
+        return int(allocated)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_decode_workers(device: str, workers_on_node: int) -> int:
     """A GPU worker gets its share of the cores (up to 8); a CPU worker, whose model needs the
     cores itself, one decoder per two cores (decoding is ~20x faster than a CPU model)."""
-    cores = max(1, (os.cpu_count() or 2) // max(1, workers_on_node))
+    cores = max(1, available_cpus() // max(1, workers_on_node))
     if device.startswith("cuda"):
         return max(1, min(8, cores - 1))
     return max(1, cores // 2)
@@ -157,7 +168,8 @@ def run_local(
     """
     devices = parse_devices(cfg.devices)
     cpu_workers = sum(1 for d in devices if d == "cpu")
-    threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers > 1 else 0
+    cpus = available_cpus()
+    threads = max(1, cpus // max(1, cpu_workers)) if cpu_workers > 1 or cpus < (os.cpu_count() or 1) else 0
     holder = holder or f"pid {os.getpid()}"
     if len(devices) == 1:
         return _run_inline(cfg, shards, weights_dir, devices[0], threads, on_event, stop, holder), []

@@ -90,8 +90,8 @@ class ShardProcessor:
         """
         control: queue.Queue = queue.Queue()
         consumer = _Consumer(self, report)
-        stop = threading.Event()
-        feeder = threading.Thread(target=self._feed, args=(shards, retry_errors, control, consumer, stop),
+        quit_feeding = threading.Event()
+        feeder = threading.Thread(target=self._feed, args=(shards, retry_errors, control, consumer, quit_feeding),
                                   name="audiomill-feeder", daemon=True)
         feeder.start()
         try:
@@ -119,8 +119,9 @@ class ShardProcessor:
                 elif ended or not busy:
                     yield from consumer.idle()
         finally:
-            stop.set()
-            consumer.abandon()
+            with consumer.guard:  # the feeder locks no shard after this without releasing it
+                quit_feeding.set()
+                consumer.abandon()
 
     def _feed(self, shards, retry_errors, control: queue.Queue, consumer: "_Consumer", stop: threading.Event) -> None:
         counter = itertools.count()
@@ -131,6 +132,12 @@ class ShardProcessor:
                 run = self._open(shard, retry_errors, control)
                 if run is None:
                     continue
+                with consumer.guard:
+                    if stop.is_set():
+                        run.sink.close()
+                        run.lock.release()
+                        return
+                    consumer.opened.append(run)
                 control.put(("run", run))
                 done = run.done
                 try:
@@ -189,6 +196,16 @@ class _Consumer:
         self.tickets: dict[int, tuple[_Run, FileState]] = {}
         self.owner: dict[int, _Run] = {}  # id(item) -> its run
         self.runs: list[_Run] = []
+        # Every shard the feeder locks is registered under this guard, so that an early stop frees them
+        # all, even one locked while the consumer was leaving (a reused Ray worker process lives on).
+        self.guard = threading.Lock()
+        self.opened: list[_Run] = []
+
+    def _close(self, run: _Run) -> None:
+        with self.guard:
+            if run in self.opened:
+                self.opened.remove(run)
+        run.lock.release()
 
     def control(self, message: tuple) -> Iterator[ShardResult]:
         kind = message[0]
@@ -208,7 +225,7 @@ class _Consumer:
             run.failed = True
             run.sink.close()
             self.folder.mark_failed(run.shard.name, reason)
-            run.lock.release()
+            self._close(run)
             self.runs.remove(run)
             log.error("%s: %s", run.shard.name, reason)
             yield ShardResult(run.shard.name, "failed", reason=reason)
@@ -271,14 +288,16 @@ class _Consumer:
         stats.update(shard=run.shard.name, source=run.shard.path, wall_seconds=round(time.time() - run.started, 3),
                      finished=time.time(), host=os.uname().nodename)
         self.folder.mark_done(run.shard.name, stats)
-        run.lock.release()
+        self._close(run)
         log.info("shard %s complete: %d files, %d errors, %.1f s audio in %.1f s", run.shard.name, stats["items"],
                  stats["errors"], stats["audio_seconds"], stats["wall_seconds"])
         return ShardResult(run.shard.name, "done", stats)
 
     def abandon(self) -> None:
-        """The run is ending early: keep what is written (it is resumable) and free the locks."""
-        for run in self.runs:
+        """The run is ending (call with :attr:`guard` held): keep what is written, it is resumable,
+        and free every lock still held."""
+        for run in self.opened:
             run.sink.close()
             run.lock.release()
+        self.opened.clear()
         self.runs.clear()

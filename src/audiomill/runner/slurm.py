@@ -117,17 +117,24 @@ def job_id() -> str:
 
 def slurm_task(out: str, index: int, count: int, devices: str | None = None) -> str:
     """Run array task ``index`` of ``count``; requeue it when a USR2 stopped it with work left."""
+    from multiprocessing import resource_tracker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # SLURM signals every process of the step. The helper multiprocessing starts must not die of a
+    # USR2 or TERM: it inherits their being ignored if started now, before our handlers go in.
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGUSR2, signal.SIGTERM)}
+    resource_tracker.ensure_running()
+    for number, handler in previous.items():
+        signal.signal(number, handler)
     stop = Stop()
     stop_on_signals(stop)  # replaces submitit's own USR2 handler, which would exit mid-batch
     attempt = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    outcome = run_task(out, index, count, "slurm", job_id(), stop, devices, attempt)
-    if stop.is_set() and stop.signal == signal.SIGUSR2 and outcome.left:
-        own = os.environ.get("SLURM_JOB_ID")
-        if own:
-            log.info("requeueing job %s (%d shards left)", own, outcome.left)
-            subprocess.run(["scontrol", "requeue", own], check=True, timeout=60)
-            return "requeued"
-    return outcome.state
+
+    def requeue() -> None:
+        subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=True, timeout=60)
+
+    return run_task(out, index, count, "slurm", job_id(), stop, devices, attempt,
+                    requeue if os.environ.get("SLURM_JOB_ID") else None).state
 
 
 class SlurmTask:
@@ -220,7 +227,7 @@ def launch_slurm(cfg, opts: SlurmOptions) -> str:
 
     def launch(count: int) -> str:
         array = submit(folder, opts, count, devices)
-        log.info("submitted SLURM array job %s: %d tasks over the shards not complete; logs in %s", array, count,
+        log.info("SLURM array %s: %d tasks over the shards not complete; task logs in %s", array, count,
                  os.path.join(folder.state, "logs"))
         print(f"submitted SLURM array job {array} ({count} tasks); follow it with: audiomill status {cfg.out}",
               file=sys.stderr)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from audiomill.config import TokenizeConfig
 from audiomill.items import Shard
@@ -83,9 +84,12 @@ def task_config(folder: OutputFolder, devices: str | None = None) -> tuple[Token
 
 
 def run_task(out: str, index: int, count: int, executor: str, job: str, stop: Stop | None = None,
-             devices: str | None = None, attempt: int = 0) -> TaskOutcome:
+             devices: str | None = None, attempt: int = 0, requeue: Callable[[], None] | None = None) -> TaskOutcome:
     """Run task ``index`` of ``count`` over the plan in ``out``; never raises for a worker's crash,
-    which is recorded instead (a task's exception is recorded, then raised)."""
+    which is recorded instead (a task's exception is recorded, then raised).
+
+    ``requeue`` is called when a time-limit or preemption warning (USR2) stopped the task while
+    shards are still left: the executor puts the task back in its queue."""
     from audiomill.progress import Progress
 
     folder = OutputFolder(os.path.abspath(out))
@@ -119,6 +123,11 @@ def run_task(out: str, index: int, count: int, executor: str, job: str, stop: St
             record.update(state="crashed", error="\n".join(crashes))
         elif stop is not None and stop.is_set():
             record.update(state="stopped", signal=stop.signal)
+            left = len(left_to_do(folder))
+            if requeue is not None and stop.signal == signal.SIGUSR2 and left:
+                log.info("requeueing this task: %d shards left", left)
+                requeue()
+                record["state"] = "requeued"
         else:
             record.update(state="finished")
         record.update(shards_written=done, shards_failed=len(failed))

@@ -1,0 +1,144 @@
+"""The SLURM executor on a real single-node cluster on localhost: arrays, preemption, time limits,
+--until-done, and plain sbatch scripts, each compared byte for byte with a local run."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from audiomill.errors import UsageError
+from audiomill.runner.slurm import extra_sbatch, parse_time
+from tests.conftest import run_audiomill
+from tests.runner.conftest import first_record_written, outputs, squeue, tokenize_locally, wait_until
+
+
+def slurm_tokenize(inputs, out, model, env, *flags: str, background: bool = False):
+    args = ["tokenize", *inputs, "--out", str(out), "--model-path", model, "--devices", "cpu",
+            "--executor", "slurm", "--poll-seconds", "0.5", *flags]
+    if background:
+        return subprocess.Popen([sys.executable, "-m", "audiomill", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**env, "HF_HUB_OFFLINE": "1"})
+    return run_audiomill(*args, env=env, timeout=600)
+
+
+def task_records(out) -> list[dict]:
+    return [json.load(open(path)) for path in sorted(glob.glob(os.path.join(out, "_audiomill", "tasks", "*.json")))]
+
+
+def logs_of(out) -> str:
+    return "".join(open(path).read() for path in sorted(glob.glob(os.path.join(out, "_audiomill", "logs", "slurm-*"))))
+
+
+def assert_valid(out, env) -> None:
+    status = run_audiomill("status", str(out), "--check-validity", env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "8 complete" in status.stdout and "0 problems" in status.stdout
+
+
+def test_time_limits_parse_as_slurm_reads_them():
+    assert [parse_time(t) for t in ("90", "1:30", "2:00:00", "1-0", "1-2:30", "0-0:0:59")] == [90, 2, 120, 1440,
+                                                                                                   1590, 1]
+    for bad in ("", "2h", "0", "1:2:3:4"):
+        with pytest.raises(UsageError):
+            parse_time(bad)
+    assert extra_sbatch(["reservation=big", "--exclusive", "#SBATCH --comment=x y"]) == {
+        "reservation": "big", "exclusive": True, "comment": "x y"}
+
+
+def test_array_over_eight_shards_matches_the_local_executor(slurm_cluster, eight_shards, eight_reference, tiny_snac,
+                                                            tmp_path):
+    out = tmp_path / "out"
+    result = slurm_tokenize(eight_shards, out, tiny_snac, slurm_cluster, "--nodes-max", "8", "--cpus-per-task", "1",
+                            "--until-done")
+    assert result.returncode == 3, result.stderr  # complete, with the one file that is not audio
+    assert "submitted SLURM array job" in result.stderr
+    assert outputs(out) == eight_reference
+    records = task_records(out)
+    assert sorted(r["task"] for r in records) == list(range(8))
+    assert {r["state"] for r in records} == {"finished"}
+    assert sum(r["shards_written"] for r in records) == 8  # every shard written once, by one task
+    for record in records:  # one log per task, in the output folder
+        assert os.path.getsize(out / record["log"]) > 0
+    assert_valid(out, slurm_cluster)
+    again = slurm_tokenize(eight_shards, out, tiny_snac, slurm_cluster)
+    assert again.returncode == 3 and "submitted" not in again.stderr  # nothing left: nothing submitted
+
+
+def test_preempted_task_requeues_and_finishes_identically(slurm_cluster, eight_shards, eight_reference, tiny_snac,
+                                                          tmp_path):
+    out = tmp_path / "out"
+    result = slurm_tokenize(eight_shards, out, tiny_snac, slurm_cluster, "--nodes-max", "1")
+    assert result.returncode == 0, result.stderr  # submitted; without --until-done it does not wait
+    job = squeue(slurm_cluster, "-o", "%F")[0]
+    wait_until(lambda: first_record_written(out), 120, "the first record")
+    subprocess.run(["scancel", "--signal=USR2", job], env=slurm_cluster, check=True)
+    wait_until(lambda: not squeue(slurm_cluster, "-j", job), 180, "the requeued job to finish", interval=0.5)
+    assert outputs(out) == eight_reference
+    logs = logs_of(out)
+    assert "SIGUSR2 received" in logs and "resumable" in logs and "requeueing this task" in logs
+    (record,) = task_records(out)
+    assert record["attempt"] >= 1 and record["state"] == "finished"
+    assert_valid(out, slurm_cluster)
+
+
+def test_one_minute_time_limit_requeues_mid_shard_and_finishes_identically(slurm_cluster, long_shards, tiny_snac,
+                                                                          tmp_path):
+    reference = tokenize_locally(long_shards, tmp_path / "reference", tiny_snac)
+    out = tmp_path / "out"
+    # SLURM looks at time limits every 30 s: with the warning 30 s before a one-minute limit, the first
+    # look after the start sends USR2, while this ~45 s plan is still being encoded.
+    result = slurm_tokenize(long_shards, out, tiny_snac, slurm_cluster, "--nodes-max", "1", "--time", "1",
+                            "--signal-seconds", "30", "--until-done")
+    assert result.returncode == 0, result.stderr
+    assert outputs(out) == reference
+    logs = logs_of(out)
+    assert "SIGUSR2 received" in logs and "resumable" in logs and "requeueing this task" in logs, logs
+    (record,) = task_records(out)
+    assert record["attempt"] >= 1
+    status = run_audiomill("status", str(out), "--check-validity", env=slurm_cluster)
+    assert status.returncode == 0 and "0 problems" in status.stdout
+
+
+def test_until_done_finishes_a_plan_whose_task_was_killed_outright(slurm_cluster, eight_shards, eight_reference,
+                                                                   tiny_snac, tmp_path):
+    out = tmp_path / "out"
+    launcher = slurm_tokenize(eight_shards, out, tiny_snac, slurm_cluster, "--nodes-max", "1", "--until-done",
+                              background=True)
+    try:
+        wait_until(lambda: first_record_written(out), 120, "the first record")
+        (record,) = task_records(out)
+        os.kill(record["pid"], signal.SIGKILL)  # as the OOM killer would: no handler, no last word
+        status = wait_until(lambda: (lambda s: s if "lost" in s.stdout else None)(
+            run_audiomill("status", str(out), env=slurm_cluster)), 60, "status to call the killed task lost")
+        assert "its shards are free again" in status.stdout
+        _, stderr = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 3, stderr
+    assert stderr.count("submitted SLURM array job") == 2, stderr  # the killed round, then the rest
+    assert outputs(out) == eight_reference
+    assert_valid(out, slurm_cluster)
+
+
+def test_slurm_script_runs_the_plan_with_plain_sbatch(slurm_cluster, eight_shards, eight_reference, tiny_snac,
+                                                      tmp_path):
+    out, script = tmp_path / "out", tmp_path / "job.sh"
+    made = run_audiomill("slurm-script", *eight_shards, "--out", str(out), "--model-path", tiny_snac, "--devices",
+                         "cpu", "--nodes-max", "2", "--time", "10", "--sbatch", "comment=audiomill-test",
+                         "--script", str(script), env=slurm_cluster)
+    assert made.returncode == 0, made.stderr
+    text = script.read_text()
+    assert "#SBATCH --array=0-1" in text and "#SBATCH --comment=audiomill-test" in text
+    submitted = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True,
+                               env=slurm_cluster, check=True)
+    job = submitted.stdout.strip().split(";")[0]
+    wait_until(lambda: not squeue(slurm_cluster, "-j", job), 180, "the script's array to finish", interval=0.5)
+    assert outputs(out) == eight_reference
+    again = run_audiomill("slurm-script", "--out", str(out), env=slurm_cluster)
+    assert again.returncode == 1 and "nothing to submit" in again.stderr
