@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# System packages the tests need: espeak-ng makes the real speech the fixtures are built from.
+# System packages the tests need: espeak-ng makes the real speech the fixtures are built from;
+# SLURM (slurmctld, slurmd, client) and munge run the single-node cluster of the executor tests.
 set -euo pipefail
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+[ -x /usr/sbin/slurmctld ] || missing+=(slurmctld)
+[ -x /usr/sbin/slurmd ] || missing+=(slurmd)
+command -v sbatch >/dev/null 2>&1 || missing+=(slurm-client)
+[ -x /usr/sbin/munged ] || missing+=(munge)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 
@@ -41,7 +42,8 @@ def prepare(cfg: TokenizeConfig) -> tuple[list[Shard], str | None]:
     weights_dir = None if cfg.random_weights else resolve_weights(info, cfg.model_path)
     from audiomill.runner.local import parse_devices
 
-    parse_devices(cfg.devices)
+    if cfg.executor == "local":  # a cluster's nodes have their own devices
+        parse_devices(cfg.devices)
     folder = OutputFolder(cfg.out)
     try:
         folder.create()
@@ -106,7 +108,7 @@ def _model_versions() -> dict[str, str]:
 def tokenize(cfg: TokenizeConfig, slurm=None) -> int:
     """Run ``cfg``; ``slurm`` (a :class:`audiomill.runner.slurm.SlurmOptions`) for --executor slurm."""
     from audiomill.cli import EXIT_FATAL, EXIT_FILE_ERRORS, EXIT_INCOMPLETE, EXIT_OK
-    from audiomill.runner.local import run_local
+    from audiomill.runner.local import Stop, run_local, stop_on_signals
 
     shards, weights_dir = prepare(cfg)
     if cfg.executor != "local":
@@ -123,11 +125,16 @@ def tokenize(cfg: TokenizeConfig, slurm=None) -> int:
               f"(pass --model-path DIR for real ones)", file=sys.stderr)
     log.info("tokenize: %d shards with %s into %s", len(shards), cfg.codec, cfg.out)
     progress = Progress(len(shards), cfg.progress, cfg.log_interval)
+    stop = Stop()
+    stop_on_signals(stop)  # a TERM or USR2 (a time limit in the user's own sbatch script) stops cleanly
     with progress.logging_redirect():
         try:
-            results, crashes = run_local(cfg, shards, weights_dir, progress.update)
+            results, crashes = run_local(cfg, shards, weights_dir, progress.update, stop)
         finally:
             progress.close()
+    if stop.is_set():
+        log.warning("stopped by %s: every file written is kept; run the same command again to resume",
+                    signal.Signals(stop.signal).name if stop.signal else "a signal")
     by_status: dict[str, list[str]] = {}
     for result in results:
         by_status.setdefault(result.status, []).append(result.name)

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,8 @@ def submit(folder: OutputFolder, opts: SlurmOptions, count: int, devices: str | 
         import submitit
     except ImportError:
         raise UsageError("--executor slurm needs submitit: pip install 'audiomill[slurm]'") from None
+    if shutil.which("sbatch") is None:
+        raise UsageError("--executor slurm submits with sbatch, which is not on PATH: run it on a SLURM login node")
     options = sbatch_options(opts)
     executor = submitit.SlurmExecutor(folder=os.path.join(folder.state, "slurm"), max_num_timeout=0)
     params: dict[str, Any] = {"time": options.pop("time"), "nodes": options.pop("nodes"),
@@ -235,11 +238,15 @@ def launch_slurm(cfg, opts: SlurmOptions) -> str:
 
     def wait(array: str) -> None:
         last = 0.0
-        while job_running(array):
-            if time.time() - last > 60:
-                last = time.time()
-                log.info("job %s: %d shards left", array, len(left_to_do(folder)))
-            time.sleep(opts.poll_seconds)
+        try:
+            while job_running(array):
+                if time.time() - last > 60:
+                    last = time.time()
+                    log.info("job %s: %d shards left", array, len(left_to_do(folder)))
+                time.sleep(opts.poll_seconds)
+        except KeyboardInterrupt:
+            print(f"audiomill: array job {array} keeps running (scancel {array} stops it)", file=sys.stderr)
+            raise
 
     return run_rounds(folder, opts.nodes_max, launch, wait, opts.until_done)
 
