@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from audiomill.errors import UsageError
 from audiomill.runner.slurm import extra_sbatch, parse_time
+from audiomill.runner.state import OutputFolder
 from tests.conftest import run_audiomill
 from tests.runner.conftest import first_record_written, outputs, squeue, tokenize_locally, wait_until
 
@@ -77,6 +79,9 @@ def test_preempted_task_requeues_and_finishes_identically(slurm_cluster, eight_s
     assert result.returncode == 0, result.stderr  # submitted; without --until-done it does not wait
     job = squeue(slurm_cluster, "-o", "%F")[0]
     wait_until(lambda: first_record_written(out), 120, "the first record")
+    folder = OutputFolder(str(out))
+    holders = wait_until(lambda: [h for s in folder.shards() if (h := folder.holder(s.name))], 30, "a held shard")
+    assert holders[0]["holder"].startswith(f"slurm {job}")  # status names the job holding the shard
     subprocess.run(["scancel", "--signal=USR2", job], env=slurm_cluster, check=True)
     wait_until(lambda: not squeue(slurm_cluster, "-j", job), 180, "the requeued job to finish", interval=0.5)
     assert outputs(out) == eight_reference
@@ -142,3 +147,21 @@ def test_slurm_script_runs_the_plan_with_plain_sbatch(slurm_cluster, eight_shard
     assert outputs(out) == eight_reference
     again = run_audiomill("slurm-script", "--out", str(out), env=slurm_cluster)
     assert again.returncode == 1 and "nothing to submit" in again.stderr
+
+
+def test_a_crashed_task_shows_its_traceback_in_status(slurm_cluster, eight_shards, tiny_snac, tmp_path):
+    broken = tmp_path / "weights"
+    shutil.copytree(tiny_snac, broken)
+    for name in os.listdir(broken):
+        if name != "config.json":  # present, so the launch accepts it; unreadable, so every task fails
+            (broken / name).write_bytes(b"not a checkpoint")
+    out = tmp_path / "out"
+    result = slurm_tokenize(eight_shards[:2], out, str(broken), slurm_cluster, "--until-done")
+    assert result.returncode == 4, result.stderr  # not complete
+    assert "completed nothing" in result.stderr
+    status = run_audiomill("status", str(out), env=slurm_cluster)
+    assert "tasks: 2 crashed" in status.stdout, status.stdout  # one task per shard
+    assert "    error: UnpicklingError" in status.stdout and "last traceback line:" in status.stdout
+    for record in task_records(out):
+        assert "Traceback" in record["error"]
+        assert "Traceback" in open(out / record["log"]).read()

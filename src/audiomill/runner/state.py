@@ -6,7 +6,9 @@ Layout (all of it under ``<out>/_audiomill``)::
     done/<shard>.json      written last when a shard is complete: its stats
     failed/<shard>.json    a shard that could not be read at all, and why
     locks/<shard>.lock     flock()ed while a worker writes the shard; holds who
-    logs/                  per-run and per-worker logs
+    logs/                  per-run and per-task logs
+    tasks/<executor>-<job>.json   what each SLURM or Ray task did (see runner.tasks)
+    slurm/                 submitit's pickles and SLURM's own output of each array task
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class OutputFolder:
         self.plan_path = os.path.join(self.state, "plan.json")
 
     def create(self) -> None:
-        for sub in ("done", "failed", "locks", "logs"):
+        for sub in ("done", "failed", "locks", "logs", "tasks", "slurm"):
             os.makedirs(os.path.join(self.state, sub), exist_ok=True)
 
     def exists(self) -> bool:
