@@ -28,22 +28,29 @@ def tokenize_locally(inputs: list[str], out, model: str) -> dict[str, bytes]:
     return outputs(out)
 
 
+def write_shards(folder, members_of) -> list[str]:
+    """Eight tar shards ``000000.tar``..., shard ``n`` holding the members ``members_of(n)``."""
+    paths = []
+    for number in range(8):
+        path = str(folder / f"{number:06d}.tar")
+        write_tar(path, members_of(number))
+        paths.append(path)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def eight_shards(tmp_path_factory) -> list[str]:
     """Eight small tar shards of real speech (MP3, FLAC, WAV), one with a file that is not audio."""
-    folder = tmp_path_factory.mktemp("eight")
-    paths = []
-    for number in range(8):
-        members = []
+    def members(number: int) -> list[tuple[str, bytes]]:
+        found = []
         for slot, extension in enumerate(("mp3", "flac", "wav")):
             samples, rate = speak(SENTENCES[(number * 3 + slot) % len(SENTENCES)])
-            members.append((f"s{number}/utt{slot}.{extension}", encode_audio(samples, rate, extension)))
+            found.append((f"s{number}/utt{slot}.{extension}", encode_audio(samples, rate, extension)))
         if number == 3:
-            members.append(("s3/broken.mp3", b"not audio at all\n" * 50))
-        path = str(folder / f"{number:06d}.tar")
-        write_tar(path, members)
-        paths.append(path)
-    return paths
+            found.append(("s3/broken.mp3", b"not audio at all\n" * 50))
+        return found
+
+    return write_shards(tmp_path_factory.mktemp("eight"), members)
 
 
 @pytest.fixture(scope="session")
@@ -55,17 +62,14 @@ def eight_reference(eight_shards, tiny_snac, tmp_path_factory) -> dict[str, byte
 @pytest.fixture(scope="session")
 def long_shards(tmp_path_factory) -> list[str]:
     """Shards that take one CPU task longer than SLURM's 30 s time-limit check (~45 s of work)."""
-    folder = tmp_path_factory.mktemp("long")
-    paths = []
-    for number in range(8):
-        members = []
+    def members(number: int) -> list[tuple[str, bytes]]:
+        found = []
         for slot, extension in enumerate(("flac", "wav", "flac", "flac")):
             samples, rate = speech(40.0 + slot, seed=number * 4 + slot)
-            members.append((f"l{number}/talk{slot}.{extension}", encode_audio(samples, rate, extension)))
-        path = str(folder / f"{number:06d}.tar")
-        write_tar(path, members)
-        paths.append(path)
-    return paths
+            found.append((f"l{number}/talk{slot}.{extension}", encode_audio(samples, rate, extension)))
+        return found
+
+    return write_shards(tmp_path_factory.mktemp("long"), members)
 
 
 def _free_port() -> int:
