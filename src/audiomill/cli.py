@@ -342,6 +342,7 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     from audiomill.tokenize import prepare
 
     cfg = _config_from_args(args)
+    cfg.executor = "slurm"
     opts = _slurm_from_args(args)
     if cfg.inputs:
         prepare(cfg)

@@ -15,7 +15,7 @@ import time
 from audiomill.errors import UsageError
 from audiomill.runner.local import parse_devices
 from audiomill.runner.state import OutputFolder
-from audiomill.runner.tasks import run_task
+from audiomill.runner.tasks import run_rounds, run_task
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ def _connect(address: str | None, cpus: int | None):
 
 def launch_ray(cfg, address: str | None, workers: int, until_done: bool) -> str:
     """Run the plan in ``cfg.out`` as Ray tasks and wait for them; returns as run_rounds does."""
-    from audiomill.runner.slurm import run_rounds
-
     folder = OutputFolder(cfg.out)
     local_devices = parse_devices(cfg.devices) if not address else []
     cpu_workers = sum(1 for d in local_devices if d == "cpu")

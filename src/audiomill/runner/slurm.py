@@ -21,12 +21,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from audiomill.errors import UsageError
 from audiomill.runner.local import Stop, stop_on_signals
 from audiomill.runner.state import OutputFolder
-from audiomill.runner.tasks import left_to_do, run_task
+from audiomill.runner.tasks import left_to_do, run_rounds, run_task
 
 log = logging.getLogger(__name__)
 
@@ -182,44 +182,6 @@ def job_running(array_id: str) -> bool:
             return False  # ended and purged
         raise UsageError(f"squeue failed: {result.stderr.strip()}")
     return bool(result.stdout.strip())
-
-
-def _snapshot(folder: OutputFolder) -> tuple[int, int]:
-    """(shards left, lines written to partial files): a round that changes neither did nothing."""
-    from audiomill.status import count_lines
-
-    left = left_to_do(folder)
-    lines = sum(count_lines(os.path.join(folder.out, s.name + suffix))
-                for s in left for suffix in (".jsonl.partial", ".errors.jsonl.partial"))
-    return len(left), lines
-
-
-def run_rounds(folder: OutputFolder, max_tasks: int, launch: Callable[[int], str],
-               wait: Callable[[str], None] | None, until_done: bool) -> str:
-    """Launch tasks for what is left (at most ``max_tasks``); with ``until_done``, wait for each
-    round and launch again while shards are left and the last round made progress.
-
-    Returns "complete", "submitted" (without until_done) or "stuck"."""
-    rounds = 0
-    while True:
-        left = left_to_do(folder)
-        if not left:
-            return "complete"
-        before = _snapshot(folder)
-        count = min(max_tasks, len(left))
-        job = launch(count)
-        rounds += 1
-        if not until_done or wait is None:
-            return "submitted"
-        wait(job)
-        after = _snapshot(folder)
-        if after[0] == 0:
-            return "complete"
-        if after == before:
-            log.error("round %d (job %s) completed nothing: %d shards left; see 'audiomill status %s'",
-                      rounds, job, after[0], folder.out)
-            return "stuck"
-        log.info("round %d (job %s) ended with %d shards left: submitting again", rounds, job, after[0])
 
 
 def launch_slurm(cfg, opts: SlurmOptions) -> str:

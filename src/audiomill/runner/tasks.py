@@ -141,3 +141,41 @@ def run_task(out: str, index: int, count: int, executor: str, job: str, stop: St
         root.removeHandler(handler)
         handler.close()
     return TaskOutcome(record["state"], len(left_to_do(folder)))
+
+
+def _snapshot(folder: OutputFolder) -> tuple[int, int]:
+    """(shards left, lines written to partial files): a round that changes neither did nothing."""
+    from audiomill.status import count_lines
+
+    left = left_to_do(folder)
+    lines = sum(count_lines(os.path.join(folder.out, s.name + suffix))
+                for s in left for suffix in (".jsonl.partial", ".errors.jsonl.partial"))
+    return len(left), lines
+
+
+def run_rounds(folder: OutputFolder, max_tasks: int, launch: Callable[[int], str],
+               wait: Callable[[str], None] | None, until_done: bool) -> str:
+    """Launch tasks for what is left (at most ``max_tasks``); with ``until_done``, wait for each
+    round and launch again while shards are left and the last round made progress.
+
+    Returns "complete", "submitted" (without until_done) or "stuck"."""
+    rounds = 0
+    while True:
+        left = left_to_do(folder)
+        if not left:
+            return "complete"
+        before = _snapshot(folder)
+        count = min(max_tasks, len(left))
+        job = launch(count)
+        rounds += 1
+        if not until_done or wait is None:
+            return "submitted"
+        wait(job)
+        after = _snapshot(folder)
+        if after[0] == 0:
+            return "complete"
+        if after == before:
+            log.error("round %d (job %s) completed nothing: %d shards left; see 'audiomill status %s'",
+                      rounds, job, after[0], folder.out)
+            return "stuck"
+        log.info("round %d (job %s) ended with %d shards left: submitting again", rounds, job, after[0])
