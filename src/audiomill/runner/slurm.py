@@ -189,6 +189,10 @@ def launch_slurm(cfg, opts: SlurmOptions) -> str:
     folder = OutputFolder(cfg.out)
     parse_time(opts.time)
     devices = task_devices(opts) or cfg.devices
+    if opts.gpus_per_node and not opts.cpus_per_task:
+        log.warning("no --cpus-per-task: each task gets the partition's default CPUs (often 1), and its "
+                    "decoders are sized to them; ask for the node's cores so decoding keeps %d GPUs fed",
+                    opts.gpus_per_node)
 
     def launch(count: int) -> str:
         array = submit(folder, opts, count, devices)
