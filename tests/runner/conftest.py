@@ -22,8 +22,8 @@ def outputs(out) -> dict[str, bytes]:
             for name in sorted(os.listdir(out)) if name.endswith(".jsonl")}
 
 
-def tokenize_locally(inputs: list[str], out, model: str) -> dict[str, bytes]:
-    result = run_audiomill("tokenize", *inputs, "--out", str(out), "--model-path", model, "--devices", "cpu")
+def tokenize_locally(inputs: list[str], out, model: str, devices: str = "cpu") -> dict[str, bytes]:
+    result = run_audiomill("tokenize", *inputs, "--out", str(out), "--model-path", model, "--devices", devices)
     assert result.returncode in (0, 3), result.stderr
     return outputs(out)
 

@@ -94,7 +94,7 @@ def test_preempted_task_requeues_and_finishes_identically(slurm_cluster, eight_s
 
 def test_one_minute_time_limit_requeues_mid_shard_and_finishes_identically(slurm_cluster, long_shards, tiny_snac,
                                                                           tmp_path):
-    reference = tokenize_locally(long_shards, tmp_path / "reference", tiny_snac)
+    reference = tokenize_locally(long_shards, tmp_path / "reference", tiny_snac, "cpu:2")  # = one worker's
     out = tmp_path / "out"
     # SLURM looks at time limits every 30 s: with the warning 30 s before a one-minute limit, the first
     # look after the start sends USR2, while this ~45 s plan is still being encoded.
