@@ -14,7 +14,7 @@ log = logging.getLogger("audiomill")
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
 EXIT_CODES = """exit status:
-  0  every shard complete, every file tokenized
+  0  every shard complete, every file tokenized (--executor slurm without --until-done: submitted)
   1  the run could not start or a worker crashed (one line says why)
   2  bad command line
   3  every shard complete, but some files failed (see <shard>.errors.jsonl)
@@ -22,7 +22,10 @@ EXIT_CODES = """exit status:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    def _get_help_string(self, action):  # no "(default: None)" after help that says what none means
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
