@@ -117,6 +117,7 @@ def task_states(folder: OutputFolder) -> list[dict[str, Any]]:
     a lost node) is shown as ``lost``: for SLURM by asking squeue, on this host by its pid."""
     import socket
 
+    from audiomill.runner.slurm import squeue_states
     from audiomill.runner.tasks import read_tasks
 
     records = read_tasks(folder)
@@ -125,7 +126,9 @@ def task_states(folder: OutputFolder) -> list[dict[str, Any]]:
             continue
         alive = None
         if record.get("executor") == "slurm":
-            alive = _slurm_job_alive(str(record.get("job", "")))
+            states = squeue_states(str(record.get("job", "")))
+            if states is not None:
+                alive = any(state in ("RUNNING", "COMPLETING", "CONFIGURING") for state in states)
         if alive is None and record.get("host") == socket.gethostname():
             alive = _pid_alive(int(record.get("pid", 0)))
         if alive is False:
@@ -144,19 +147,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _slurm_job_alive(job: str) -> bool | None:
-    """Whether squeue lists the job as running; None when squeue cannot tell."""
-    import shutil
-    import subprocess
-
-    if not job or shutil.which("squeue") is None:
-        return None
-    try:
-        result = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if result.returncode != 0:
-        return False if "Invalid job id" in result.stderr else None
-    return any(state in ("RUNNING", "COMPLETING", "CONFIGURING") for state in result.stdout.split())

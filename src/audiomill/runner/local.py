@@ -134,12 +134,10 @@ class Stop(threading.Event):
     signal: int | None = None
 
 
-def stop_on_signals(stop: Stop, signals=STOP_SIGNALS) -> dict[int, Any]:
+def stop_on_signals(stop: Stop, signals=STOP_SIGNALS) -> None:
     """Set ``stop`` on a time-limit warning (USR2) or TERM. A second USR2 changes nothing (SLURM
     signals every process of a step, and the parent forwards it too); a second TERM acts as it
-    would have without this handler.
-
-    Returns the signals caught, each with the handler it replaced."""
+    would have without this handler."""
     caught: dict[int, Any] = {}
 
     def handle(number, frame) -> None:
@@ -154,7 +152,6 @@ def stop_on_signals(stop: Stop, signals=STOP_SIGNALS) -> dict[int, Any]:
 
     for number in signals:
         caught[number] = signal.signal(number, handle)
-    return caught
 
 
 def run_local(

@@ -7,6 +7,7 @@ thing tasks share. Without ``--address`` a Ray cluster is started on this machin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def _task(out: str, index: int, count: int, job: str, devices: str) -> str:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return run_task(out, index, count, "ray", job, devices=devices).state
+    return run_task(out, index, count, "ray", job, devices=devices)
 
 
 def _connect(address: str | None, cpus: int | None):
@@ -59,11 +60,10 @@ def launch_ray(cfg, address: str | None, workers: int, until_done: bool) -> str:
         per_task, devices = {"num_cpus": max(1, cpus // count)}, "cpu"
     remote = ray.remote(max_retries=2, **per_task)(_task)
     started = time.strftime("%Y%m%d-%H%M%S")
-    rounds = [0]
+    rounds = itertools.count(1)
 
     def launch(tasks: int) -> str:
-        rounds[0] += 1
-        job = f"{started}-{rounds[0]}"
+        job = f"{started}-{next(rounds)}"
         log.info("Ray: %d tasks (%s each) over the shards not complete", tasks,
                  ", ".join(f"{k}={v}" for k, v in per_task.items()))
         print(f"running {tasks} Ray tasks; follow them with: audiomill status {cfg.out}", file=sys.stderr)
@@ -75,4 +75,4 @@ def launch_ray(cfg, address: str | None, workers: int, until_done: bool) -> str:
                 log.error("a Ray task failed: %s", str(exc).strip().splitlines()[-1] if str(exc).strip() else exc)
         return job
 
-    return run_rounds(folder, count, launch, lambda job: None, until_done)
+    return run_rounds(folder, count, launch, lambda job: None, until_done)  # launch itself waits

@@ -135,7 +135,7 @@ def slurm_task(out: str, index: int, count: int, devices: str | None = None) -> 
         subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=True, timeout=60)
 
     return run_task(out, index, count, "slurm", job_id(), stop, devices, attempt,
-                    requeue if os.environ.get("SLURM_JOB_ID") else None).state
+                    requeue if os.environ.get("SLURM_JOB_ID") else None)
 
 
 class SlurmTask:
@@ -173,15 +173,26 @@ def submit(folder: OutputFolder, opts: SlurmOptions, count: int, devices: str | 
     return jobs[0].job_id.split("_")[0]
 
 
+def squeue_states(job: str) -> list[str] | None:
+    """The states squeue lists for ``job`` (each task of an array, requeued ones pending): empty
+    once it has ended, None when squeue cannot tell."""
+    if not job or shutil.which("squeue") is None:
+        return None
+    try:
+        result = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return [] if "Invalid job id" in result.stderr else None  # ended and purged, or no answer
+    return result.stdout.split()
+
+
 def job_running(array_id: str) -> bool:
     """Whether any task of the array is still pending or running (requeued ones included)."""
-    result = subprocess.run(["squeue", "-h", "-j", array_id, "-o", "%i %T"], capture_output=True, text=True,
-                            timeout=60)
-    if result.returncode != 0:
-        if "Invalid job id" in result.stderr:
-            return False  # ended and purged
-        raise UsageError(f"squeue failed: {result.stderr.strip()}")
-    return bool(result.stdout.strip())
+    states = squeue_states(array_id)
+    if states is None:
+        raise UsageError(f"squeue cannot tell whether job {array_id} is still running")
+    return bool(states)
 
 
 def launch_slurm(cfg, opts: SlurmOptions) -> str:

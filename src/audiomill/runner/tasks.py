@@ -16,7 +16,6 @@ import signal
 import socket
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from audiomill.config import TokenizeConfig
@@ -25,12 +24,6 @@ from audiomill.runner.local import Stop, run_local
 from audiomill.runner.state import OutputFolder, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskOutcome:
-    state: str  # finished | stopped | crashed
-    left: int  # shards of the plan still not complete (and not failed) when the task ended
 
 
 def remaining_shards(folder: OutputFolder) -> list[Shard]:
@@ -84,9 +77,10 @@ def task_config(folder: OutputFolder, devices: str | None = None) -> tuple[Token
 
 
 def run_task(out: str, index: int, count: int, executor: str, job: str, stop: Stop | None = None,
-             devices: str | None = None, attempt: int = 0, requeue: Callable[[], None] | None = None) -> TaskOutcome:
-    """Run task ``index`` of ``count`` over the plan in ``out``; never raises for a worker's crash,
-    which is recorded instead (a task's exception is recorded, then raised).
+             devices: str | None = None, attempt: int = 0, requeue: Callable[[], None] | None = None) -> str:
+    """Run task ``index`` of ``count`` over the plan in ``out``; returns the state it recorded
+    (finished, stopped, requeued, crashed). A worker's crash is recorded, not raised; the task's
+    own exception is recorded, then raised.
 
     ``requeue`` is called when a time-limit or preemption warning (USR2) stopped the task while
     shards are still left: the executor puts the task back in its queue."""
@@ -140,7 +134,7 @@ def run_task(out: str, index: int, count: int, executor: str, job: str, stop: St
         write_json_atomic(record_path, record)
         root.removeHandler(handler)
         handler.close()
-    return TaskOutcome(record["state"], len(left_to_do(folder)))
+    return record["state"]
 
 
 def _snapshot(folder: OutputFolder) -> tuple[int, int]:
@@ -154,28 +148,25 @@ def _snapshot(folder: OutputFolder) -> tuple[int, int]:
 
 
 def run_rounds(folder: OutputFolder, max_tasks: int, launch: Callable[[int], str],
-               wait: Callable[[str], None] | None, until_done: bool) -> str:
+               wait: Callable[[str], None], until_done: bool) -> str:
     """Launch tasks for what is left (at most ``max_tasks``); with ``until_done``, wait for each
     round and launch again while shards are left and the last round made progress.
 
     Returns "complete", "submitted" (without until_done) or "stuck"."""
     rounds = 0
-    while True:
-        left = left_to_do(folder)
-        if not left:
-            return "complete"
-        before = _snapshot(folder)
-        count = min(max_tasks, len(left))
-        job = launch(count)
+    before = _snapshot(folder)
+    while before[0]:
+        job = launch(min(max_tasks, before[0]))
         rounds += 1
-        if not until_done or wait is None:
+        if not until_done:
             return "submitted"
         wait(job)
         after = _snapshot(folder)
-        if after[0] == 0:
-            return "complete"
-        if after == before:
+        if after[0] and after == before:
             log.error("round %d (job %s) completed nothing: %d shards left; see 'audiomill status %s'",
                       rounds, job, after[0], folder.out)
             return "stuck"
-        log.info("round %d (job %s) ended with %d shards left: submitting again", rounds, job, after[0])
+        if after[0]:
+            log.info("round %d (job %s) ended with %d shards left: submitting again", rounds, job, after[0])
+        before = after
+    return "complete"
