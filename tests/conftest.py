@@ -119,6 +119,21 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in handle]
 
 
+def first_record_written(out) -> str | None:
+    """The name of a partial shard with at least one whole record in it, once there is one."""
+    if not os.path.isdir(out):
+        return None
+    for name in os.listdir(out):
+        if name.endswith(".jsonl.partial"):
+            try:
+                with open(os.path.join(out, name), "rb") as handle:
+                    if b"\n" in handle.read():
+                        return name
+            except FileNotFoundError:  # the shard was finished between listdir and open
+                continue
+    return None
+
+
 def snac_reference_codes(model_dir: str, samples: np.ndarray) -> list[list[int]]:
     """Codes from calling the upstream package directly: SNAC.from_pretrained + SNAC.encode."""
     import torch

@@ -15,7 +15,7 @@ from audiomill.audio import decode
 from audiomill.codecs import codec_info, load_codec
 from audiomill.codecs.hf import save_random
 from tests.codecs.test_transformers_codecs import CODECS, reference_codes
-from tests.conftest import GOOD_FILES, read_jsonl, run_audiomill, sentence_audio
+from tests.conftest import GOOD_FILES, first_record_written, read_jsonl, run_audiomill, sentence_audio
 
 WINDOWS = ["--chunk-seconds", "10", "--overlap-seconds", "2", "--batch-seconds", "12"]
 
@@ -56,8 +56,7 @@ def test_a_killed_mimi_run_resumes_to_identical_output(acceptance_shards, tmp_pa
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        partial = [n for n in os.listdir(out) if n.endswith(".partial")] if out.exists() else []
-        if any(os.path.getsize(out / n) > 0 for n in partial):
+        if first_record_written(out):
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed"

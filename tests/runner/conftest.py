@@ -114,15 +114,3 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def first_record_written(out) -> str | None:
-    """The name of a partial shard with at least one whole record in it, once there is one."""
-    if not os.path.isdir(out):
-        return None
-    for name in os.listdir(out):
-        if name.endswith(".jsonl.partial"):
-            with open(os.path.join(out, name), "rb") as handle:
-                if b"\n" in handle.read():
-                    return name
-    return None

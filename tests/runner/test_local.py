@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 from tests.conftest import run_audiomill
-from tests.runner.conftest import first_record_written, outputs, wait_until
+from tests.conftest import first_record_written
+from tests.runner.conftest import outputs, wait_until
 
 
 def test_term_stops_after_the_batch_and_the_next_run_finishes_identically(eight_shards, eight_reference, tiny_snac,

@@ -17,7 +17,8 @@ from audiomill.errors import UsageError
 from audiomill.runner.slurm import extra_sbatch, parse_time
 from audiomill.runner.state import OutputFolder
 from tests.conftest import run_audiomill
-from tests.runner.conftest import first_record_written, outputs, squeue, tokenize_locally, wait_until
+from tests.conftest import first_record_written
+from tests.runner.conftest import outputs, squeue, tokenize_locally, wait_until
 
 
 def slurm_tokenize(inputs, out, model, env, *flags: str, background: bool = False):
