@@ -47,6 +47,30 @@ def test_bad_flags_fail_in_one_line(args, message, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("text, message", [
+    ("batch-sconds = 5\n", "'batch-sconds' is not a setting of 'audiomill tokenize'"),
+    ("chunk-seconds = -1\n", "chunk-seconds = -1: must be >= 0"),
+    ("precision = 'fp8'\n", "precision = 'fp8': expected one of fp32, tf32, bf16, fp16"),
+    ("compile = 'yes'\n", "compile = 'yes': expected true or false"),
+    ("out = [1, 2]\n", "expected a string or a number"),
+    ("out = \n", "not valid TOML"),
+])
+def test_bad_config_file_fails_in_one_line(text, message, tmp_path):
+    (tmp_path / "run.toml").write_text(text)
+    result = run_audiomill("tokenize", "x.tar", "--out", "o", "--config", "run.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiomill: error: --config run.toml: ") and message in lines[0], \
+        result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]
+
+
+def test_missing_config_file_fails_in_one_line(tmp_path):
+    result = run_audiomill("bench", "--config", "nowhere.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "audiomill: error: --config nowhere.toml: No such file or directory"
+
+
 def test_missing_input_fails_in_one_line_before_any_work(tmp_path):
     result = run_audiomill("tokenize", str(tmp_path / "missing.tar"), "--out", str(tmp_path / "out"),
                            "--random-weights")

@@ -197,6 +197,46 @@ def test_out_of_memory_halves_the_batch_then_the_window_and_codes_stay_the_same(
     assert outputs(out) == outputs(reference_run)
 
 
+def test_config_file_sets_the_flags_and_the_command_line_wins(acceptance_shards, tiny_snac, reference_run, tmp_path):
+    out = tmp_path / "out"
+    inputs = ", ".join(f'"{path}"' for path in acceptance_shards["paths"])
+    (tmp_path / "run.toml").write_text(
+        f'inputs = [{inputs}]\nout = "{out}"\nmodel-path = "{tiny_snac}"\n'
+        "chunk-seconds = 10\noverlap_seconds = 2.0\nbatch-seconds = 5\nprogress = \"none\"\n")
+    result = run_audiomill("tokenize", "--config", str(tmp_path / "run.toml"), "--batch-seconds", "12")
+    assert result.returncode == 3, result.stderr
+    assert outputs(out) == outputs(reference_run)
+    config = json.loads((out / "_audiomill" / "plan.json").read_text())["config"]
+    assert (config["chunk_seconds"], config["overlap_seconds"], config["batch_seconds"]) == (10.0, 2.0, 12.0)
+    assert config["inputs"] == acceptance_shards["paths"] and config["progress"] == "none"
+
+
+@pytest.mark.parametrize("inject", [None, "samples>200000"])
+def test_encoding_one_batch_ahead_in_a_thread_gives_identical_output(
+        acceptance_shards, tiny_snac, reference_run, tmp_path, monkeypatch, inject):
+    """The GPU pipeline (encode in a thread while the batch before is written), run on CPU."""
+    from audiomill.codecs import load_codec
+    from audiomill.runner.shard import ShardProcessor
+    from audiomill.runner.state import OutputFolder
+    from audiomill.sources.discover import discover_shards
+    from audiomill.stages.tokenize import TokenizeStage
+
+    if inject:
+        monkeypatch.setenv("AUDIOMILL_INJECT_OOM", inject)
+    stage = TokenizeStage(load_codec("snac-24khz", tiny_snac, "cpu"), 10.0, 2.0, 12.0, pipeline=True)
+    folder = OutputFolder(str(tmp_path / "out"))
+    folder.create()
+    processor = ShardProcessor(folder, stage, decode_workers=1)
+    try:
+        results = list(processor.run_shards(discover_shards(acceptance_shards["paths"]), False, lambda event: None))
+        assert stage._encoder is not None  # the batches did go through the encoding thread
+    finally:
+        processor.close()
+    assert [r.status for r in results] == ["done", "done"]
+    assert stage.ooms > 0 if inject else stage.ooms == 0
+    assert outputs(folder.out) == outputs(reference_run)
+
+
 def test_peak_memory_does_not_grow_with_files_or_file_length(tmp_path):
     """benchmarks/memory.py at a scale CI affords: 300 files and a 15-minute file against 20 files."""
     import json as json_module

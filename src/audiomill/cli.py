@@ -72,6 +72,97 @@ def _add_speed(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the encoder (slow start, then faster; check codes with bench --agreement)")
 
 
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="read settings from a TOML file whose keys are this command's long flags "
+                             "(batch-seconds = 120, inputs = [\"shards/*.tar\"], codec-option = {bandwidth = 6}); "
+                             "flags on the command line win")
+
+
+def config_defaults(sub: argparse.ArgumentParser, command: str, path: str) -> None:
+    """Make the settings of the TOML file ``path`` the defaults of ``sub``'s flags, checked as flags are."""
+    import tomllib
+
+    from audiomill.errors import UsageError
+
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except OSError as exc:
+        raise UsageError(f"--config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config {path}: not valid TOML: {exc}") from None
+    actions: dict[str, argparse.Action] = {}
+    for action in sub._actions:
+        if action.dest in ("help", "config"):
+            continue
+        for option in action.option_strings:
+            if option.startswith("--"):
+                actions[option[2:]] = action
+        if not action.option_strings:
+            actions[action.dest] = action
+    defaults = {}
+    for key, value in table.items():
+        action = actions.get(key.replace("_", "-")) or actions.get(key)
+        if action is None:
+            raise UsageError(f"--config {path}: '{key}' is not a setting of 'audiomill {command}' (its settings are "
+                             f"the long flags of 'audiomill {command} --help')")
+        try:
+            defaults[action.dest] = _setting(action, value)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+            raise UsageError(f"--config {path}: {key} = {value!r}: {exc}") from None
+        action.required = False
+        if not action.option_strings and action.nargs == "+":
+            action.nargs = "*"
+    sub.set_defaults(**defaults)
+
+
+def _setting(action: argparse.Action, value):
+    """One TOML value as the flag's parsed value."""
+    def one(item):
+        if isinstance(item, (bool, dict, list)):
+            raise TypeError("expected a string or a number")
+        parsed = action.type(str(item)) if action.type else str(item)
+        if action.choices is not None and parsed not in action.choices:
+            raise ValueError(f"expected one of {', '.join(map(str, action.choices))}")
+        return parsed
+
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return value if isinstance(action, argparse._StoreTrueAction) else not value
+    if isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+"):
+        if isinstance(value, dict):  # codec-option = {bandwidth = 6}
+            value = [f"{k}={v}" for k, v in value.items()]
+        return [one(item) for item in (value if isinstance(value, list) else [value])]
+    return one(value)
+
+
+def _command_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Apply ``--config FILE`` of the command in ``argv`` before the command line is parsed."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    sub = _subparsers(parser).get(command or "")
+    if sub is None:
+        return
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if path is not None and any(a.dest == "config" for a in sub._actions):
+        config_defaults(sub, command, path)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str) -> None:
     tok.add_argument("inputs", nargs=inputs, metavar="INPUT",
                      help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests, or globs")
@@ -107,6 +198,7 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str) -> None:
     tok.add_argument("--log-interval", type=_positive(float), default=30.0, metavar="S",
                      help="seconds between progress lines in log mode")
     tok.add_argument("--log-file", default=None, metavar="FILE", help="also write the log to FILE")
+    _add_config(tok)
 
 
 def _add_slurm(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true",
                     help="print one JSON object (model_ceiling, decode_ceiling, ceiling, end_to_end, naive, "
                          "peak_rss_mb, ...)")
+    _add_config(be)
     be.set_defaults(func=cmd_bench)
 
     rs = commands.add_parser(
@@ -294,14 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from audiomill.errors import UsageError
+
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        _command_config(parser, argv)
+    except UsageError as exc:
+        print(f"audiomill: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    from audiomill.errors import UsageError
-
     try:
         return args.func(args)
     except UsageError as exc:

@@ -77,6 +77,7 @@ class ShardProcessor:
 
     def close(self) -> None:
         self.pool.close()
+        self.stage.close()
 
     def run(self, shard: Shard, retry_errors: bool, report: Report) -> ShardResult:
         return next(iter(self.run_shards([shard], retry_errors, report)))
@@ -98,6 +99,7 @@ class ShardProcessor:
             ended = False
             while not (ended and not consumer.runs):
                 if stop is not None and stop.is_set():
+                    consumer.deliver_encoded()
                     if consumer.runs:
                         log.info("stopping: leaving %s resumable", ", ".join(r.shard.name for r in consumer.runs))
                     break
@@ -248,16 +250,20 @@ class _Consumer:
         self._deliver(outputs)
         yield from self._settle()
 
+    def deliver_encoded(self) -> None:
+        """Write what the stage has already encoded (stopping: what waits for a batch stays undone)."""
+        self._deliver(self.stage.drain())
+
     def idle(self) -> Iterator[ShardResult]:
         """Nothing is arriving: encode what waits for its batch to fill."""
-        if self.stage.batcher.pending:
+        if self.stage.waiting:
             self._deliver(self.stage.flush())
         yield from self._settle()
 
     def _settle(self) -> Iterator[ShardResult]:
         """Flush the batches of shards whose files have all been decoded; finish complete shards."""
         if any(run.fed and not run.decoding and run.finished < run.submitted for run in self.runs):
-            if self.stage.batcher.pending:
+            if self.stage.waiting:
                 self._deliver(self.stage.flush())
         for run in list(self.runs):
             if run.fed and run.finished == run.submitted:

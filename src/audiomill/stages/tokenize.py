@@ -8,6 +8,10 @@ last window is encoded.
 Out of memory is not an error: a batch that runs out is halved and retried, down
 to one window, and a single window that still does not fit is encoded in shorter
 overlapping windows. The budget for later batches shrinks to what fitted.
+
+On a GPU the encoding runs one batch deep in a thread of its own: while batch N is
+encoded, the calling thread writes the outputs of batch N-1 and gathers and uploads
+batch N+1, so the accelerator does not wait on Python between batches.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +106,9 @@ class FileState:
     done: bool = False  # its record or error has been output
 
 
+Encoded = list[tuple[Piece, "list[np.ndarray] | str"]]  # per window, its codes per level or why it failed
+
+
 def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int, tokens: list[list[int]],
                 clip_outputs: dict[str, list[int]] | None = None) -> dict:
     record: dict[str, Any] = {
@@ -132,7 +141,10 @@ class TokenizeStage:
         batch_seconds: float,
         precision: str = "fp32",
         compile: bool = False,
+        pipeline: bool | None = None,
     ) -> None:
+        """``pipeline``: encode in a thread of its own, one batch ahead (default: on a GPU only;
+        on CPU the thread would only take cores from the encoder)."""
         import torch
 
         self.codec = codec
@@ -155,6 +167,21 @@ class TokenizeStage:
         self._inject = parse_inject_oom(os.environ.get(INJECT_OOM_ENV))
         self._heap = HeapTrimmer(enabled=self.device.type == "cpu")
         self.ooms = 0
+        self.pipeline = self.device.type == "cuda" if pipeline is None else pipeline
+        self._encoder: ThreadPoolExecutor | None = None  # started with the first batch
+        self._in_flight: deque[Future] = deque()
+
+    def close(self) -> None:
+        """Wait for the batch being encoded (its outputs are dropped) and end the encoding thread."""
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=True, cancel_futures=True)
+            self._encoder = None
+        self._in_flight.clear()
+
+    @property
+    def waiting(self) -> bool:
+        """Windows wait for their batch to fill, or encoded windows for their outputs."""
+        return bool(self.batcher.pending or self._in_flight)
 
     def set_batch_seconds(self, seconds: float) -> None:
         self.batcher.max_samples = max(1, int(seconds * self.codec.sample_rate))
@@ -177,7 +204,8 @@ class TokenizeStage:
         piece = Piece(state, number, samples, self.codec.batch_key(len(samples)))
         if len(samples) > self.batcher.max_samples:
             # a window longer than a whole batch: encoded on its own, in batch-sized windows
-            return self._keep(piece, self._encode_windowed(samples, self.batcher.max_samples))
+            longest = self.batcher.max_samples
+            return self._submit(lambda: [(piece, self._encode_windowed(samples, longest))])
         outputs: list[Output] = []
         for batch in self.batcher.add(piece):
             outputs += self._encode(batch)
@@ -190,10 +218,17 @@ class TokenizeStage:
         return [Output(state.item, error=reason)]
 
     def flush(self) -> list[Output]:
-        """Encode every window still waiting for its batch to fill."""
+        """Encode every window still waiting for its batch to fill; every output that is due."""
         outputs: list[Output] = []
         for batch in self.batcher.flush():
             outputs += self._encode(batch)
+        return outputs + self.drain()
+
+    def drain(self) -> list[Output]:
+        """The outputs of every batch already handed to the encoding thread."""
+        outputs: list[Output] = []
+        while self._in_flight:
+            outputs += self._take(self._in_flight.popleft().result())
         return outputs
 
     def run(self, decoded: Iterable[tuple[Item, Any]]) -> Iterator[list[Output]]:
@@ -221,8 +256,29 @@ class TokenizeStage:
     # -- encoding ----------------------------------------------------------------------------
 
     def _encode(self, batch: list[Piece]) -> list[Output]:
+        if not self.pipeline:
+            return self._take(self._encode_splitting(batch))
+        try:  # the upload happens here, while the batch before is still encoding
+            prepared = self.prepare([p.samples for p in batch])
+        except Exception:  # out of memory already: the encoding thread splits the batch
+            prepared = None
+        return self._submit(lambda: self._encode_splitting(batch, prepared))
+
+    def _submit(self, job: Callable[[], Encoded]) -> list[Output]:
+        """Run ``job`` (an encode) now, or in the encoding thread while the one before is written."""
+        if not self.pipeline:
+            return self._take(job())
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(1, thread_name_prefix="audiomill-encode")
+        self._in_flight.append(self._encoder.submit(job))
         outputs: list[Output] = []
-        for piece, codes in self._encode_splitting(batch):
+        while len(self._in_flight) > 1:
+            outputs += self._take(self._in_flight.popleft().result())
+        return outputs
+
+    def _take(self, encoded: Encoded) -> list[Output]:
+        outputs: list[Output] = []
+        for piece, codes in encoded:
             outputs += self._keep(piece, codes)
         return outputs
 
@@ -238,10 +294,11 @@ class TokenizeStage:
             return [self._finish(state)]
         return []
 
-    def _encode_splitting(self, batch: list[Piece]) -> list[tuple[Piece, list[np.ndarray] | str]]:
+    def _encode_splitting(self, batch: list[Piece], prepared: tuple | None = None) -> Encoded:
         """Encode a batch; on failure encode each half, down to single windows, then shorter windows."""
         try:
-            return list(zip(batch, self.encode_arrays([p.samples for p in batch])))
+            clips = [p.samples for p in batch]
+            return list(zip(batch, self._encode_prepared(clips, prepared or self.prepare(clips))))
         except Exception as exc:
             oom = is_out_of_memory(exc)
             if oom:
@@ -299,15 +356,14 @@ class TokenizeStage:
 
     def encode_arrays(self, clips: list[np.ndarray]) -> list[list[np.ndarray]]:
         """Encode clips of one bucket in one call; per clip, its codes per level (frames last)."""
+        return self._encode_prepared(clips, self.prepare(clips))
+
+    def prepare(self, clips: list[np.ndarray]) -> tuple:
+        """The batch as the codec takes it (``wav [B, T]``, ``lengths [B]``), zero-padded (clips of a
+        batch share a bucket: the codec pads the rest itself), already on its way to the device."""
         import torch
 
-        padded = max(len(c) for c in clips)  # clips of a batch share a bucket: the codec pads the rest itself
-        if self._inject is not None:
-            what, limit = self._inject
-            size = len(clips) if what == "clips" else len(clips) * padded
-            if size > limit:
-                raise InjectedOutOfMemory(f"CUDA out of memory (injected by {INJECT_OOM_ENV}: {what} {size} > {limit})")
-        wav = np.zeros((len(clips), padded), dtype=np.float32)
+        wav = np.zeros((len(clips), max(len(c) for c in clips)), dtype=np.float32)
         for row, clip in enumerate(clips):
             wav[row, : len(clip)] = clip
         tensor = torch.from_numpy(wav)
@@ -315,18 +371,38 @@ class TokenizeStage:
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
             lengths = lengths.to(self.device, non_blocking=True)
+        return tensor, lengths
+
+    def encode_tensors(self, tensor, lengths) -> list:
+        """The codec's encode with this stage's precision and compilation; the codes stay on the device."""
+        import torch
+
+        if self._inject is not None:
+            what, limit = self._inject
+            size = len(tensor) if what == "clips" else tensor.numel()
+            if size > limit:
+                raise InjectedOutOfMemory(f"CUDA out of memory (injected by {INJECT_OOM_ENV}: {what} {size} > {limit})")
         autocast = (torch.autocast(self.device.type, dtype=self._autocast) if self._autocast is not None
                     else contextlib.nullcontext())
         with self._grad_mode(), autocast:
-            codes = self._encode_fn(tensor, lengths)
+            return self._encode_fn(tensor, lengths)
+
+    def unbatch(self, clips: list[np.ndarray], codes: list) -> list[list[np.ndarray]]:
+        """Per clip, its codes per level without the padding's frames."""
         arrays = [level.cpu().numpy() for level in codes]
-        del codes, tensor
-        self._heap.tidy()
         results = []
         for row, clip in enumerate(clips):
             frames = self.codec.num_frames(len(clip))
             results.append([arrays[level][row, ..., : frames[level]] if level < len(frames) else arrays[level][row]
                             for level in range(len(arrays))])
+        return results
+
+    def _encode_prepared(self, clips: list[np.ndarray], prepared: tuple) -> list[list[np.ndarray]]:
+        codes = self.encode_tensors(*prepared)
+        del prepared
+        results = self.unbatch(clips, codes)
+        del codes
+        self._heap.tidy()
         return results
 
     def _finish(self, state: FileState) -> Output:
