@@ -1,7 +1,9 @@
 """Real speech corpora made on the spot, for the demo, the tests and the benchmarks.
 
-Speech comes from espeak-ng when it is installed; otherwise a voiced synthetic
-signal (harmonics with a moving pitch and syllable-like envelope) stands in.
+Speech comes from espeak-ng when it is installed, or from espeak-ng output saved
+on another machine (``save_speech``, found through ``$AUDIOMILL_SPEECH_DIR``: lent
+GPU machines have no espeak-ng); otherwise a voiced synthetic signal (harmonics
+with a moving pitch and syllable-like envelope) stands in.
 Files are encoded in the formats real corpora use: MP3 44.1 kHz stereo, FLAC
 48 kHz, WAV 16 kHz, OGG Vorbis.
 """
@@ -9,6 +11,7 @@ Files are encoded in the formats real corpora use: MP3 44.1 kHz stereo, FLAC
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
@@ -39,13 +42,42 @@ FORMATS = {  # extension: (soundfile format, subtype, sample rate, channels)
 }
 
 
+SPEECH_DIR_ENV = "AUDIOMILL_SPEECH_DIR"
+
+
 def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+def _saved_name(text: str, voice: str, speed: int) -> str:
+    return f"{voice}-{speed}-{hashlib.sha1(text.encode()).hexdigest()[:16]}.wav"
+
+
+def save_speech(folder: str, texts: list[str] = SENTENCES) -> list[str]:
+    """espeak-ng's speech for ``texts`` as WAV files in ``folder``, for ``$AUDIOMILL_SPEECH_DIR`` elsewhere."""
+    if not have_espeak():
+        raise RuntimeError("save_speech needs espeak-ng")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for text in texts:
+        path = os.path.join(folder, _saved_name(text, "en", 165))
+        wav = subprocess.run(["espeak-ng", "-v", "en", "-s", "165", "--stdout", text], check=True,
+                             capture_output=True).stdout
+        with open(path, "wb") as handle:
+            handle.write(wav)
+        paths.append(path)
+    return paths
+
+
 @functools.lru_cache(maxsize=64)
 def speak(text: str, voice: str = "en", speed: int = 165) -> tuple[np.ndarray, int]:
-    """Speech for ``text``: espeak-ng if installed, else a synthetic voiced signal."""
+    """Speech for ``text``: espeak-ng if installed (or its saved output), else a synthetic voiced signal."""
+    saved = os.path.join(os.environ.get(SPEECH_DIR_ENV, ""), _saved_name(text, voice, speed))
+    if os.environ.get(SPEECH_DIR_ENV) and os.path.exists(saved):
+        import soundfile
+
+        samples, rate = soundfile.read(saved, dtype="float32")
+        return samples, rate
     if have_espeak():
         wav = subprocess.run(
             ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True, capture_output=True
