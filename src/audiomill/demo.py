@@ -17,7 +17,7 @@ def run_demo(out: str, codec: str, model_path: str | None) -> int:
     shards_dir = os.path.join(out, "shards")
     voice = "espeak-ng speech" if have_espeak() else "synthetic voiced audio (install espeak-ng for speech)"
     print(f"audiomill demo: writing 3 tar shards of {voice} to {shards_dir}", file=sys.stderr)
-    paths = make_speech_shards(shards_dir, shards=3, files_per_shard=8, long_seconds=75)
+    paths = make_speech_shards(shards_dir, shards=3, files_per_shard=5, long_seconds=64)  # one file is windowed
     random_weights = False
     try:
         resolve_weights(codec_info(codec), model_path)
