@@ -239,13 +239,20 @@ def _run_processes(cfg, shards, weights_dir, devices, threads, on_event, stop, h
 
 
 def die_with_parent() -> None:
-    """A worker must not outlive a killed parent, or it would go on holding shard locks."""
-    parent = os.getppid()
+    """A worker must not outlive a killed parent, or it would go on holding shard locks (a decoder
+    would wait for work forever). The parent may already be gone: it can be killed while a busy
+    machine still imports this child, and then neither the death signal nor the watch would fire."""
+    import multiprocessing
+
+    spawner = multiprocessing.parent_process()
+    parent = spawner.pid if spawner is not None else os.getppid()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    if os.getppid() != parent:
+        os._exit(1)
 
     def watch() -> None:
         while True:
