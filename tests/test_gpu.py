@@ -7,7 +7,6 @@ lent GPU machine together with the GPU benchmarks.
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 
 import pytest
@@ -15,15 +14,11 @@ import torch
 
 from audiomill.audio import decode
 from tests.conftest import read_jsonl, run_audiomill
+from tests.runner.conftest import outputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 WINDOWS = ["--chunk-seconds", "10", "--overlap-seconds", "2"]
-
-
-def jsonl_outputs(out) -> dict[str, bytes]:
-    return {name: open(os.path.join(out, name), "rb").read() for name in sorted(os.listdir(out))
-            if name.endswith(".jsonl")}
 
 
 def run_shards(out, paths: list[str], stage) -> dict[str, bytes]:
@@ -40,7 +35,7 @@ def run_shards(out, paths: list[str], stage) -> dict[str, bytes]:
     finally:
         processor.close()
     assert [r.status for r in results] == ["done"] * len(paths)
-    return jsonl_outputs(out)
+    return outputs(out)
 
 
 def gpu_stage(model_dir: str, batch_seconds: float, pipeline: bool | None = None):
@@ -146,5 +141,5 @@ def test_devices_all_gives_the_output_of_one_named_gpu(acceptance_shards, tiny_s
         result = run_audiomill("tokenize", *acceptance_shards["paths"], "--out", str(out), "--model-path", tiny_snac,
                                "--devices", devices, *WINDOWS, "--batch-seconds", "12", env=env)
         assert result.returncode == 3, result.stderr
-        outs[devices] = jsonl_outputs(out)
+        outs[devices] = outputs(out)
     assert outs["all"] == outs["0"]

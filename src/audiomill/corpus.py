@@ -53,6 +53,11 @@ def _saved_name(text: str, voice: str, speed: int) -> str:
     return f"{voice}-{speed}-{hashlib.sha1(text.encode()).hexdigest()[:16]}.wav"
 
 
+def _espeak(text: str, voice: str, speed: int) -> bytes:
+    return subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True,
+                          capture_output=True).stdout
+
+
 def save_speech(folder: str, texts: list[str] = SENTENCES) -> list[str]:
     """espeak-ng's speech for ``texts`` as WAV files in ``folder``, for ``$AUDIOMILL_SPEECH_DIR`` elsewhere."""
     if not have_espeak():
@@ -60,31 +65,23 @@ def save_speech(folder: str, texts: list[str] = SENTENCES) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     paths = []
     for text in texts:
-        path = os.path.join(folder, _saved_name(text, "en", 165))
-        wav = subprocess.run(["espeak-ng", "-v", "en", "-s", "165", "--stdout", text], check=True,
-                             capture_output=True).stdout
-        with open(path, "wb") as handle:
-            handle.write(wav)
-        paths.append(path)
+        paths.append(os.path.join(folder, _saved_name(text, "en", 165)))
+        with open(paths[-1], "wb") as handle:
+            handle.write(_espeak(text, "en", 165))
     return paths
 
 
 @functools.lru_cache(maxsize=64)
 def speak(text: str, voice: str = "en", speed: int = 165) -> tuple[np.ndarray, int]:
     """Speech for ``text``: espeak-ng if installed (or its saved output), else a synthetic voiced signal."""
-    saved = os.path.join(os.environ.get(SPEECH_DIR_ENV, ""), _saved_name(text, voice, speed))
-    if os.environ.get(SPEECH_DIR_ENV) and os.path.exists(saved):
-        import soundfile
+    import soundfile
 
+    folder = os.environ.get(SPEECH_DIR_ENV)
+    if folder and os.path.exists(saved := os.path.join(folder, _saved_name(text, voice, speed))):
         samples, rate = soundfile.read(saved, dtype="float32")
         return samples, rate
     if have_espeak():
-        wav = subprocess.run(
-            ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True, capture_output=True
-        ).stdout
-        import soundfile
-
-        samples, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
+        samples, rate = soundfile.read(io.BytesIO(_espeak(text, voice, speed)), dtype="float32")
         return samples, rate
     return synthetic_voice(0.075 * len(text), seed=sum(map(ord, text))), 22050
 

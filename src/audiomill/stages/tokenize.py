@@ -398,11 +398,8 @@ class TokenizeStage:
         return results
 
     def _encode_prepared(self, clips: list[np.ndarray], prepared: tuple) -> list[list[np.ndarray]]:
-        codes = self.encode_tensors(*prepared)
-        del prepared
-        results = self.unbatch(clips, codes)
-        del codes
-        self._heap.tidy()
+        results = self.unbatch(clips, self.encode_tensors(*prepared))
+        self._heap.tidy()  # the batch's activations and codes are freed by now
         return results
 
     def _finish(self, state: FileState) -> Output:
