@@ -118,7 +118,7 @@ def identical_codes(first: dict[str, bytes], second: dict[str, bytes]) -> tuple[
 
 
 def test_budget_probe_fits_free_memory_and_is_remembered(tiny_snac, tmp_path, monkeypatch):
-    from audiomill.runner import budget
+    from audiomill.stages import budget
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     stage = gpu_stage(tiny_snac, 10.0)

@@ -68,11 +68,17 @@ class AudioStream:
 
     def blocks(self, sample_rate: int) -> Iterator[np.ndarray]:
         """Yield the audio as consecutive mono blocks at ``sample_rate``; raises DecodeError if it has none."""
-        resampler = None
-        if self.source_rate != sample_rate:
-            import soxr
+        for (block,) in self.blocks_at((sample_rate,)):
+            if len(block):
+                yield block
 
-            resampler = soxr.ResampleStream(self.source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    def blocks_at(self, rates: tuple[int, ...]) -> Iterator[list[np.ndarray]]:
+        """One decode, resampled to each of ``rates``: per step, a mono block at each rate (some may be
+        empty while a resampler fills up); raises DecodeError if the file has no audio."""
+        import soxr
+
+        resamplers = [None if rate == self.source_rate else
+                      soxr.ResampleStream(self.source_rate, rate, 1, dtype="float32", quality="HQ") for rate in rates]
         total = 0
         source = self._soundfile_blocks() if self.backend == "soundfile" else self._av_blocks()
         try:
@@ -81,10 +87,9 @@ class AudioStream:
                 if not np.isfinite(mono).all():
                     raise DecodeError("audio holds NaN or infinite samples")
                 total += len(mono)
-                if resampler is not None:
-                    mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=False)
-                if len(mono):
-                    yield np.ascontiguousarray(mono, dtype=np.float32)
+                mono = np.ascontiguousarray(mono, dtype=np.float32)
+                yield [mono if r is None else np.ascontiguousarray(r.resample_chunk(mono, last=False), dtype=np.float32)
+                       for r in resamplers]
         except DecodeError:
             raise
         except Exception as exc:
@@ -93,10 +98,11 @@ class AudioStream:
             self.close()
         if total == 0:
             raise DecodeError("no audio samples")
-        if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            if len(tail):
-                yield np.ascontiguousarray(tail, dtype=np.float32)
+        empty = np.zeros(0, np.float32)
+        tails = [empty if r is None else np.ascontiguousarray(r.resample_chunk(empty, last=True), dtype=np.float32)
+                 for r in resamplers]
+        if any(len(t) for t in tails):
+            yield tails
 
     def close(self) -> None:
         if self._handle is not None:

@@ -132,13 +132,8 @@ class Bench:
         import torch
 
         from audiomill.codecs import codec_info, load_codec, resolve_weights
-        from audiomill.runner.local import (
-            CPU_BATCH_SECONDS,
-            batch_budget,
-            default_decode_workers,
-            limit_kernel_cache,
-            parse_devices,
-        )
+        from audiomill.runner.local import default_decode_workers, limit_kernel_cache, parse_devices
+        from audiomill.stages.budget import CPU_BATCH_SECONDS, batch_budget
         from audiomill.sources.discover import discover_shards
 
         cfg = self.cfg
@@ -248,7 +243,7 @@ class Bench:
         codec = stage.codec
         plan = WindowPlan(codec.sample_rate, stage.window, stage.overlap, codec.alignment)
         started = time.perf_counter()
-        pool = DecodePool(workers, plan)
+        pool = DecodePool(workers, [plan])
         windows: dict[int, list[np.ndarray]] = {}
         total = 0
         try:
@@ -268,13 +263,13 @@ class Bench:
                         ticket += 1
                         pending += 1
                 message = pool.get(timeout=0.05)
-                if message is None or message[0] == "begin":
+                if message is None or message[0] in ("begin", "done"):
                     continue
                 if message[0] == "error":
                     pending -= 1
                     windows.pop(message[1], None)
                     continue
-                _, number, window, samples, last, num_samples = message
+                _, number, _, window, samples, last, num_samples = message
                 windows[number].append(samples)
                 if last:
                     pending -= 1

@@ -8,10 +8,9 @@ import os
 import sys
 
 from audiomill import __version__
+from audiomill.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("audiomill")
-
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
 EXIT_CODES = """exit status:
   0  every shard complete, every file tokenized (--executor slurm without --until-done: submitted)
@@ -79,22 +78,27 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
                              "flags on the command line win")
 
 
-def config_defaults(sub: argparse.ArgumentParser, command: str, path: str) -> None:
-    """Make the settings of the TOML file ``path`` the defaults of ``sub``'s flags, checked as flags are."""
+def load_toml(path: str, flag: str = "--config") -> dict:
     import tomllib
 
     from audiomill.errors import UsageError
 
     try:
         with open(path, "rb") as handle:
-            table = tomllib.load(handle)
+            return tomllib.load(handle)
     except OSError as exc:
-        raise UsageError(f"--config {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"--config {path}: not valid TOML: {exc}") from None
+        raise UsageError(f"{flag} {path}: not valid TOML: {exc}") from None
+
+
+def config_defaults(sub: argparse.ArgumentParser, command: str, table: dict, source: str) -> None:
+    """Make the settings of the TOML ``table`` the defaults of ``sub``'s flags, checked as flags are."""
+    from audiomill.errors import UsageError
+
     actions: dict[str, argparse.Action] = {}
     for action in sub._actions:
-        if action.dest in ("help", "config"):
+        if action.dest in ("help", "config", "pipeline"):
             continue
         for option in action.option_strings:
             if option.startswith("--"):
@@ -105,12 +109,12 @@ def config_defaults(sub: argparse.ArgumentParser, command: str, path: str) -> No
     for key, value in table.items():
         action = actions.get(key.replace("_", "-")) or actions.get(key)
         if action is None:
-            raise UsageError(f"--config {path}: '{key}' is not a setting of 'audiomill {command}' (its settings are "
+            raise UsageError(f"{source}: '{key}' is not a setting of 'audiomill {command}' (its settings are "
                              f"the long flags of 'audiomill {command} --help')")
         try:
             defaults[action.dest] = _setting(action, value)
         except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-            raise UsageError(f"--config {path}: {key} = {value!r}: {exc}") from None
+            raise UsageError(f"{source}: {key} = {value!r}: {exc}") from None
         action.required = False
         if not action.option_strings and action.nargs == "+":
             action.nargs = "*"
@@ -144,6 +148,19 @@ def _command_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     sub = _subparsers(parser).get(command or "")
     if sub is None:
         return
+    if command == "run":  # audiomill run FILE.toml [flags]: the file's settings, its stages apart
+        place = argv.index("run")
+        if place + 1 < len(argv) and not argv[place + 1].startswith("-"):
+            path = argv[place + 1]
+            table = load_toml(path, "audiomill run")
+            stages = table.pop("stage", [])
+            if not isinstance(stages, list) or not all(isinstance(t, dict) for t in stages):
+                from audiomill.errors import UsageError
+
+                raise UsageError(f"{path}: 'stage' must be [[stage]] tables")
+            config_defaults(sub, command, table, path)
+            sub.set_defaults(stages=stages)
+        return
     path = None
     for i, arg in enumerate(argv):
         if arg == "--":
@@ -153,7 +170,7 @@ def _command_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         elif arg.startswith("--config="):
             path = arg.split("=", 1)[1]
     if path is not None and any(a.dest == "config" for a in sub._actions):
-        config_defaults(sub, command, path)
+        config_defaults(sub, command, load_toml(path), f"--config {path}")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -163,16 +180,19 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str) -> None:
+def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required: bool = True) -> None:
     tok.add_argument("inputs", nargs=inputs, metavar="INPUT",
                      help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests, or globs")
-    tok.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
+    tok.add_argument("--out", "-o", required=out_required, help="output folder (created if missing)")
     tok.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
     tok.add_argument("--codec-option", action="append", default=[], metavar="KEY=VALUE", dest="codec_option",
                      help="a setting of the codec, e.g. bandwidth=6 (EnCodec) or num_quantizers=8 (Mimi); "
                           "repeatable; see 'audiomill codecs'")
     tok.add_argument("--model-path", default=None, metavar="DIR",
                      help="local folder with the codec's config.json and weights; otherwise the Hugging Face cache/hub")
+    tok.add_argument("--format", default="jsonl", choices=("jsonl", "jsonl.gz", "parquet"),
+                     help="output format of each shard: JSON Lines, gzipped JSON Lines, or Parquet (zstd; needs "
+                          "pyarrow). Error records are JSON Lines in every format")
     tok.add_argument("--random-weights", action="store_true",
                      help="use randomly initialised weights (seeded): for tests and benchmarks, codes are meaningless")
     tok.add_argument("--devices", default="auto",
@@ -252,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     tok = commands.add_parser(
-        "tokenize", formatter_class=_Formatter, help="encode audio into codec tokens, one JSONL per shard",
+        "tokenize", formatter_class=_Formatter, help="encode audio into codec tokens, one file per shard",
         description=(
-            "Encode every audio file of the inputs with a neural codec and write one JSONL file per input shard\n"
+            "Encode every audio file of the inputs with a neural codec and write one file per input shard\n"
             "to --out (000001.tar -> 000001.jsonl, failed files in 000001.errors.jsonl). Run the same command\n"
             "again after a crash, a kill or a time limit: it finishes the work and changes nothing complete."
         ),
@@ -263,6 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenize_flags(tok, inputs="+")
     _add_executors(tok)
     tok.set_defaults(func=cmd_tokenize)
+
+    pipe = commands.add_parser(
+        "run", formatter_class=_Formatter, help="run several stages over one decode, from a TOML file",
+        description=(
+            "Run the stages of a pipeline file over its inputs, decoding each file once (and resampling it\n"
+            "once per rate the stages ask for). Each stage writes its own folder, <out>/<name>/. The file's\n"
+            "top-level keys are this command's long flags (inputs, out, format, devices, ...; codec settings\n"
+            "there are defaults for every tokenize stage); each [[stage]] table has a kind (tokenize, or\n"
+            "module:Class for a stage of your own), a name, and its settings:\n\n"
+            "  inputs = [\"/data/shards/*.tar\"]\n  out = \"/data/prep\"\n  format = \"parquet\"\n\n"
+            "  [[stage]]\n  kind = \"tokenize\"\n  name = \"snac\"\n  codec = \"snac-24khz\"\n"
+            "  model-path = \"/models/snac_24khz\"\n\n"
+            "Flags after the file override its settings. Adding a stage to the file of a finished run and\n"
+            "running again runs only the new stage."
+        ),
+        epilog=EXIT_CODES,
+    )
+    pipe.add_argument("pipeline", metavar="FILE.toml", help="the pipeline file")
+    _add_tokenize_flags(pipe, inputs="*", out_required=False)
+    _add_executors(pipe)
+    pipe.set_defaults(func=cmd_run, stages=[])
 
     ss = commands.add_parser(
         "slurm-script", formatter_class=_Formatter, help="write an sbatch array script for a plan",
@@ -412,15 +453,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from audiomill.config import TokenizeConfig
+    from audiomill.config import RunConfig, codec_options_of
 
-    from audiomill.codecs import parse_codec_options
-
-    fields = TokenizeConfig.__dataclass_fields__
+    fields = RunConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}
     if getattr(args, "codec_option", None):
-        values["codec_options"] = parse_codec_options(args.codec_option)
-    return TokenizeConfig(**values)
+        values["codec_options"] = codec_options_of(args.codec_option)
+    return RunConfig(**values)
 
 
 def _slurm_from_args(args: argparse.Namespace):
@@ -431,9 +470,25 @@ def _slurm_from_args(args: argparse.Namespace):
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from audiomill.tokenize import tokenize
+    from audiomill.run import run
 
-    return tokenize(_config_from_args(args), _slurm_from_args(args))
+    return run(_config_from_args(args), _slurm_from_args(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from audiomill.errors import UsageError
+    from audiomill.run import run
+
+    if not os.path.isfile(args.pipeline):
+        raise UsageError(f"no pipeline file {args.pipeline}")
+    cfg = _config_from_args(args)
+    if not cfg.stages:
+        raise UsageError(f"{args.pipeline} has no [[stage]] tables: nothing to run")
+    missing = [name for name, value in (("out", cfg.out), ("inputs", cfg.inputs)) if not value]
+    if missing:
+        raise UsageError(f"{args.pipeline} sets no {' and no '.join(missing)}: add 'out = \"DIR\"' and "
+                         f"'inputs = [...]' to it, or pass them as flags")
+    return run(cfg, _slurm_from_args(args))
 
 
 def cmd_slurm_script(args: argparse.Namespace) -> int:
@@ -441,7 +496,7 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     from audiomill.runner.slurm import sbatch_script, task_devices
     from audiomill.runner.state import OutputFolder
     from audiomill.runner.tasks import left_to_do
-    from audiomill.tokenize import prepare
+    from audiomill.runner.plan import prepare
 
     cfg = _config_from_args(args)
     cfg.executor = "slurm"
@@ -501,17 +556,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             handle.writelines(p + "\n" for p in paths)
     if args.json:
         print(json.dumps({"totals": summary, "shards": [
-            {"shard": s.shard.name, "input": s.shard.path, "state": s.state, "files": s.files, "errors": s.errors,
+            {"shard": s.shard.name, "stage": s.group, "input": s.shard.path, "state": s.state, "files": s.files,
+             "errors": s.errors,
              "audio_seconds": s.audio_seconds, "detail": s.detail, "problems": s.problems} for s in states],
             "tasks": tasks}))
     else:
         rows = [s for s in states if args.all or s.state != "complete" or s.problems]
+        staged = any(s.group for s in states)
         if rows:
-            print(f"{'shard':<24} {'state':<12} {'files':>8} {'errors':>7} {'audio h':>8}  detail")
+            print(("stage        " if staged else "") +
+                  f"{'shard':<24} {'state':<12} {'files':>8} {'errors':>7} {'audio h':>8}  detail")
             for s in rows:
                 detail = s.detail or ""
-                print(f"{s.shard.name:<24} {s.state:<12} {s.files:>8} {s.errors:>7} {s.audio_seconds / 3600:>8.3f}  "
-                      f"{detail}")
+                print((f"{s.group:<12} " if staged else "") + f"{s.shard.name:<24} {s.state:<12} {s.files:>8} "
+                      f"{s.errors:>7} {s.audio_seconds / 3600:>8.3f}  {detail}")
                 for problem in s.problems[:20]:
                     print(f"    problem: {problem}")
         parts = [f"{summary.get(k, 0)} {k.replace('_', ' ')}" for k in

@@ -1,20 +1,34 @@
-"""Run configuration: plain dataclasses that mirror the CLI flags one to one."""
+"""Run configuration: plain dataclasses that mirror the CLI flags one to one.
+
+A run has one or more stages. ``audiomill tokenize`` makes a run of one tokenize stage from
+its codec flags, written into the output folder itself; ``audiomill run FILE.toml`` reads
+its stages from the file's ``[[stage]]`` tables, each written into ``<out>/<name>/``.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-# Fields whose change would change what is written: a run may not reuse an output
-# folder made with other values.
-OUTPUT_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
-                 "files_per_shard", "precision", "compile")
+from audiomill.errors import UsageError
+
+# Run-wide fields whose change would change what is written: a run may not reuse an output folder
+# made with other values. (A stage's own settings are compared stage by stage.)
+OUTPUT_FIELDS = ("files_per_shard", "format")
+
+# The flags of a tokenize stage, as run-wide defaults (a [[stage]] table may set each of them).
+TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
+                   "batch_seconds", "precision", "compile")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
-class TokenizeConfig:
+class RunConfig:
     inputs: list[str] = field(default_factory=list)
     out: str = ""
+    format: str = "jsonl"
     codec: str = "snac-24khz"
     codec_options: dict[str, Any] = field(default_factory=dict)  # --codec-option KEY=VALUE
     model_path: str | None = None
@@ -22,7 +36,7 @@ class TokenizeConfig:
     devices: str = "auto"
     chunk_seconds: float = 60.0
     overlap_seconds: float = 4.0
-    batch_seconds: float = 0.0  # 0: by device (see runner.local.batch_budget)
+    batch_seconds: float = 0.0  # 0: by device (see stages.tokenize)
     files_per_shard: int = 1000
     decode_workers: int = 0
     precision: str = "fp32"
@@ -36,11 +50,52 @@ class TokenizeConfig:
     executor: str = "local"  # local | slurm | ray
     address: str | None = None  # --executor ray: the cluster (None: one on this machine)
     ray_workers: int = 0  # --executor ray: tasks (0: one per GPU of the cluster, else per CPU worker)
+    stages: list[dict[str, Any]] = field(default_factory=list)  # [[stage]] tables of a pipeline file
+    # what the plan froze: per stage its output group, kind and checked settings (see runner.plan)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TokenizeConfig":
+    def from_json(cls, data: dict[str, Any]) -> "RunConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    def stage_specs(self) -> list[dict[str, Any]]:
+        """Per stage: ``{"group", "kind", "settings"}``, before any check (see runner.plan.prepare)."""
+        if not self.stages:
+            return [{"group": "", "kind": "tokenize", "settings": {k: getattr(self, k) for k in TOKENIZE_FIELDS}}]
+        specs = []
+        for number, table in enumerate(self.stages, 1):
+            table = {key.replace("-", "_"): value for key, value in table.items()}
+            kind = str(table.pop("kind", "tokenize"))
+            name = table.pop("name", None)
+            if not isinstance(name, str) or not _NAME.match(name) or name == "_audiomill":
+                raise UsageError(f"stage {number} needs a name (letters, digits, '.', '_', '-'): its output "
+                                 f"folder is <out>/<name>")
+            if any(spec["group"] == name for spec in specs):
+                raise UsageError(f"two stages are named {name!r}: each writes <out>/{name}, so names must differ")
+            if kind == "tokenize":
+                if "codec_option" in table:
+                    table["codec_options"] = table.pop("codec_option")
+                if isinstance(table.get("codec_options"), dict):
+                    table["codec_options"] = codec_options_of(table["codec_options"])
+                table = {**{k: getattr(self, k) for k in TOKENIZE_FIELDS}, **table}
+            specs.append({"group": name, "kind": kind, "settings": table})
+        return specs
+
+
+def codec_options_of(values: dict[str, Any] | list[str]) -> dict[str, float | str]:
+    """``["bandwidth=6"]`` or ``{"bandwidth": 6}`` -> ``{"bandwidth": 6.0}``: numbers become floats."""
+    pairs = values if isinstance(values, list) else [f"{k}={v}" for k, v in values.items()]
+    options: dict[str, float | str] = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--codec-option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = float(value)
+        except ValueError:
+            options[key.strip()] = value.strip()
+    return options

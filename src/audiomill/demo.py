@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
-from audiomill.config import TokenizeConfig
+from audiomill.config import RunConfig
 from audiomill.corpus import have_espeak, make_speech_shards
 from audiomill.errors import WeightsNotFound
 
 
 def run_demo(out: str, codec: str, model_path: str | None) -> int:
     from audiomill.codecs import codec_info, resolve_weights
-    from audiomill.tokenize import tokenize
+    from audiomill.run import run
 
     shards_dir = os.path.join(out, "shards")
     voice = "espeak-ng speech" if have_espeak() else "synthetic voiced audio (install espeak-ng for speech)"
@@ -23,8 +23,8 @@ def run_demo(out: str, codec: str, model_path: str | None) -> int:
         resolve_weights(codec_info(codec), model_path)
     except WeightsNotFound:
         random_weights = True
-    cfg = TokenizeConfig(inputs=paths, out=os.path.join(out, "tokens"), codec=codec, model_path=model_path,
-                         random_weights=random_weights)
-    code = tokenize(cfg)
+    cfg = RunConfig(inputs=paths, out=os.path.join(out, "tokens"), codec=codec, model_path=model_path,
+                    random_weights=random_weights)
+    code = run(cfg)
     print(f"audiomill demo: tokens in {cfg.out}; try 'audiomill status {cfg.out} --all'", file=sys.stderr)
     return code

@@ -1,7 +1,10 @@
-"""Exceptions that mean the run (or one shard) cannot go on.
+"""Exceptions that mean the run (or one shard) cannot go on, and the exit status of a run.
 
 Problems with one file never raise out of a shard: they become error records.
 """
+
+# The exit status of every command (the CLI only passes these on).
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FILE_ERRORS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -18,3 +21,7 @@ class ShardError(Exception):
 
 class DecodeError(Exception):
     """One file is not usable audio; becomes an error record."""
+
+
+class StageBroken(Exception):
+    """A stage fails on every file it is given: a bug, not bad files. Stops the run with its traceback."""

@@ -1,16 +1,17 @@
 """`audiomill resynth`: tokens back to audio, one WAV file per record, to listen to what a codec kept.
 
 The codec and its weights are those the tokens were made with: read from the output
-folder's plan (``--model-path`` overrides). Each WAV is trimmed or padded to the
+folder's plan (``--model-path`` overrides). Files are found and read through the format
+the plan names, so JSONL, gzipped JSONL and Parquet outputs all work. Each WAV is trimmed or padded to the
 record's ``num_samples`` at the codec's rate.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -19,32 +20,63 @@ from audiomill.errors import UsageError
 log = logging.getLogger("audiomill")
 
 
-def records_of(path: str) -> Iterator[dict]:
-    """Token records of one JSONL file, or of every complete shard of an output folder."""
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, n) for n in os.listdir(path)
-                       if n.endswith(".jsonl") and not n.endswith(".errors.jsonl"))
-    else:
-        files = [path]
+def _format_of_file(path: str):
+    from audiomill.sinks import format_names, get_format
+
+    for name in sorted(format_names(), key=len, reverse=True):
+        if path.endswith("." + name):
+            return get_format(name)
+    raise UsageError(f"{path}: not a file of any output format ({', '.join(format_names())})")
+
+
+def locate(path: str) -> tuple[list[str], Any, dict]:
+    """The final files at ``path``, their format, and the settings of the stage that wrote them.
+
+    ``path`` is one output file, the output folder of a one-stage run, or one stage's folder
+    (``OUT/<stage>``) of a pipeline."""
+    from audiomill.runner.state import OutputFolder
+    from audiomill.sinks import errors_name
+
+    if not os.path.isdir(path):
+        folder = OutputFolder(os.path.dirname(os.path.abspath(path)))
+        group = ""
+        if not folder.exists():
+            folder, group = OutputFolder(os.path.dirname(folder.out)), os.path.basename(folder.out)
+        return [path], _format_of_file(path), _settings(folder, group)
+    folder, group = OutputFolder(os.path.abspath(path)), ""
+    if not folder.exists():
+        folder, group = OutputFolder(os.path.dirname(folder.out)), os.path.basename(folder.out)
+    if not folder.exists():
+        raise UsageError(f"{path} is not an audiomill output folder (no _audiomill/plan.json in it or above it)")
+    groups = folder.groups()
+    if group not in groups:
+        raise UsageError(f"{path} holds the outputs of several stages: name one of them, "
+                         f"{', '.join(os.path.join(path, g) for g in groups)}")
+    fmt = folder.format()
+    base = folder.group_dir(group)
+    files = sorted(os.path.join(base, n) for n in os.listdir(base)
+                   if n.endswith("." + fmt.extension) and not n.endswith(errors_name("")))
+    return files, fmt, _settings(folder, group)
+
+
+def _settings(folder, group: str) -> dict:
+    if not folder.exists():
+        return {}
+    for output in folder.read_plan().get("outputs", []):
+        if output["group"] == group:
+            return output["settings"]
+    return {}
+
+
+def records_of(files: list[str], fmt) -> Iterator[dict]:
+    """Token records of the files, in order."""
     for name in files:
-        with open(name, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise UsageError(f"{name}:{number}: not a JSON line") from None
+        try:
+            for record in fmt.read(name):
                 if "tokens" in record:
                     yield record
-
-
-def plan_of(path: str) -> dict:
-    """The tokenize configuration of the output folder ``path`` is (or is in); {} if none."""
-    from audiomill.runner.state import OutputFolder
-
-    folder = OutputFolder(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)))
-    if not os.path.isfile(folder.plan_path):
-        return {}
-    return folder.read_plan().get("config", {})
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"{name}: cannot read it as {fmt.name}: {exc}") from None
 
 
 def codes_of(record: dict, codec) -> list:
@@ -78,8 +110,8 @@ def resynth(path: str, wav_dir: str, model_path: str | None = None, limit: int |
 
     if not os.path.exists(path):
         raise UsageError(f"{path} does not exist")
-    plan = plan_of(path)
-    first = next(records_of(path), None)
+    files, fmt, plan = locate(path)
+    first = next(records_of(files, fmt), None)
     if first is None:
         raise UsageError(f"{path} has no token records")
     name = first["codec"]
@@ -90,7 +122,7 @@ def resynth(path: str, wav_dir: str, model_path: str | None = None, limit: int |
     if not hasattr(codec, "decode"):
         raise UsageError(f"{name} has no decoder")
     written = 0
-    for record in records_of(path):
+    for record in records_of(files, fmt):
         if keys is not None and record["key"] not in keys:
             continue
         if record["codec"] != name:

@@ -1,4 +1,4 @@
-"""What is done, running, partial, failed and left in an output folder."""
+"""What is done, running, partial, failed and left in an output folder, per stage and shard."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from audiomill.items import Shard
 from audiomill.runner.state import OutputFolder
+from audiomill.sinks import Format, errors_name, final_name
 
 
 @dataclass
@@ -20,92 +21,114 @@ class ShardState:
     audio_seconds: float = 0.0
     detail: str = ""
     problems: list[str] = field(default_factory=list)
+    group: str = ""  # the stage's output group ("": a one-stage run)
 
 
-def count_lines(path: str) -> int:
-    """Whole lines in a file (a torn last line does not count)."""
-    if not os.path.exists(path):
-        return 0
-    count = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            count += block.count(b"\n")
-    return count
-
-
-def shard_state(folder: OutputFolder, shard: Shard) -> ShardState:
-    base = os.path.join(folder.out, shard.name)
-    stats = folder.done_stats(shard.name)
+def shard_state(folder: OutputFolder, shard: Shard, group: str = "", fmt: Format | None = None) -> ShardState:
+    fmt = fmt or folder.format()
+    stats = folder.done_stats(shard.name, group)
     holder = folder.holder(shard.name)
     if stats is not None and holder is None:
         return ShardState(shard, "complete", stats.get("items", 0), stats.get("errors", 0),
-                          stats.get("audio_seconds", 0.0))
-    files = count_lines(base + ".jsonl.partial")
-    errors = count_lines(base + ".errors.jsonl.partial")
+                          stats.get("audio_seconds", 0.0), group=group)
+    files, errors = folder.journal_counts(shard.name, group, fmt)
     if holder is not None:
         who = holder.get("holder") or f"pid {holder.get('pid')}"
-        return ShardState(shard, "running", files, errors, detail=f"{who} on {holder.get('host', '?')}")
+        return ShardState(shard, "running", files, errors, detail=f"{who} on {holder.get('host', '?')}", group=group)
     failure = folder.failure(shard.name)
     if failure is not None:
-        return ShardState(shard, "failed", files, errors, detail=failure.get("reason", ""))
-    if os.path.exists(base + ".jsonl.partial") or os.path.exists(base + ".errors.jsonl.partial"):
-        return ShardState(shard, "partial", files, errors)
-    return ShardState(shard, "not started")
+        return ShardState(shard, "failed", files, errors, detail=failure.get("reason", ""), group=group)
+    if any(os.path.exists(path) for path in folder.journals(shard.name, group, fmt)):
+        return ShardState(shard, "partial", files, errors, group=group)
+    return ShardState(shard, "not started", group=group)
 
 
-def check_validity(folder: OutputFolder, state: ShardState) -> list[str]:
-    """Every line parses and has a key; no key appears twice in the shard's records and errors."""
-    base = os.path.join(folder.out, state.shard.name)
-    if state.state == "complete":
-        paths = [base + ".jsonl", base + ".errors.jsonl"]
-    else:
-        paths = [base + ".jsonl.partial", base + ".errors.jsonl.partial"]
+def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list[str]:
+    """Every record parses and has a key; a file's records are together; no file is written twice."""
+    base = folder.group_dir(state.group)
+    name = state.shard.name
     problems: list[str] = []
-    seen: set[str] = set()
-    for path in paths:
+    if state.state == "complete":
+        path = os.path.join(base, final_name(name, fmt))
         if not os.path.exists(path):
-            if path == base + ".jsonl" and state.state == "complete":
-                problems.append(f"{os.path.basename(path)} is missing")
-            continue
-        with open(path, "rb") as handle:
-            for number, line in enumerate(handle, 1):
-                name = os.path.basename(path)
-                if not line.endswith(b"\n"):
-                    if state.state == "complete":
-                        problems.append(f"{name}:{number}: last line is not terminated")
-                    continue  # a torn tail of a partial: dropped on resume
-                try:
-                    record = json.loads(line)
-                    key = record["key"]
-                except (ValueError, KeyError, TypeError) as exc:
-                    problems.append(f"{name}:{number}: not a record ({type(exc).__name__})")
-                    continue
-                if key in seen:
-                    problems.append(f"{name}:{number}: duplicate key {key!r}")
-                seen.add(key)
+            return [f"{final_name(name, fmt)} is missing"]
+        try:
+            keys = [record["key"] for record in fmt.read(path)]
+        except Exception as exc:  # any damage at all is a problem to report, not a traceback
+            return [f"{final_name(name, fmt)}: unreadable ({type(exc).__name__}: {exc})"]
+        errors_path = os.path.join(base, errors_name(name))
+    else:
+        journal, errors_path = folder.journals(name, state.group, fmt)
+        keys = [entry["key"] for entry in _lines(journal, problems, torn_ok=True)]
+    seen: set[str] = set()
+    previous = None
+    for number, key in enumerate(keys, 1):
+        if key != previous and key in seen:
+            problems.append(f"{final_name(name, fmt)}: record {number}: key {key!r} written twice")
+        seen.add(key)
+        previous = key
+    for error in _lines(errors_path, problems, torn_ok=state.state != "complete"):
+        if error["key"] in seen:
+            problems.append(f"{os.path.basename(errors_path)}: key {error['key']!r} is both a record and an error")
+        seen.add(error["key"])
     return problems
 
 
+def _lines(path: str, problems: list[str], torn_ok: bool) -> list[dict[str, Any]]:
+    """The parsable lines of a JSON Lines file that have a key; the others are problems."""
+    if not os.path.exists(path):
+        return []
+    found = []
+    name = os.path.basename(path)
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith(b"\n"):
+                if not torn_ok:
+                    problems.append(f"{name}:{number}: last line is not terminated")
+                continue  # a torn tail of a journal: dropped on resume
+            try:
+                record = json.loads(line)
+                record["key"]
+            except (ValueError, KeyError, TypeError) as exc:
+                problems.append(f"{name}:{number}: not a record ({type(exc).__name__})")
+                continue
+            found.append(record)
+    return found
+
+
 def collect(folder: OutputFolder, shards: list[Shard], validity: bool) -> list[ShardState]:
+    """The state of every (stage, shard), stage by stage."""
+    fmt = folder.format()
     states = []
-    for shard in shards:
-        state = shard_state(folder, shard)
-        if validity and state.state != "not started":
-            state.problems = check_validity(folder, state)
-        states.append(state)
+    for group in folder.groups():
+        for shard in shards:
+            state = shard_state(folder, shard, group, fmt)
+            if validity and state.state != "not started":
+                state.problems = check_validity(folder, state, fmt)
+            states.append(state)
     return states
 
 
 def totals(states: list[ShardState]) -> dict[str, Any]:
-    by_state: dict[str, int] = {}
+    """Counts over the shards. With several stages a shard is complete when every stage is, and the
+    files and audio are the first stage's; errors are every stage's."""
+    by_shard: dict[str, list[ShardState]] = {}
     for s in states:
-        by_state[s.state] = by_state.get(s.state, 0) + 1
+        by_shard.setdefault(s.shard.name, []).append(s)
+    rank = ("failed", "running", "partial", "not started", "complete")
+    by_state: dict[str, int] = {}
+    for group in by_shard.values():
+        worst = min((s.state for s in group), key=lambda state: rank.index(state) if state in rank else 0)
+        if worst == "not started" and any(s.state != "not started" for s in group):
+            worst = "partial"
+        by_state[worst] = by_state.get(worst, 0) + 1
+    firsts = [group[0] for group in by_shard.values()]
     return {
-        "shards": len(states),
+        "shards": len(by_shard),
         **{k.replace(" ", "_"): v for k, v in sorted(by_state.items())},
-        "files": sum(s.files for s in states),
+        "files": sum(s.files for s in firsts),
         "errors": sum(s.errors for s in states),
-        "audio_hours": round(sum(s.audio_seconds for s in states) / 3600, 4),
+        "audio_hours": round(sum(s.audio_seconds for s in firsts) / 3600, 4),
         "problems": sum(len(s.problems) for s in states),
     }
 

@@ -155,20 +155,6 @@ def load_codec(name: str, weights_dir: str | None, device: str = "cpu", options:
     return module.load(info, weights_dir, device, options or {})
 
 
-def parse_codec_options(pairs: list[str]) -> dict[str, float | str]:
-    """``["bandwidth=6", ...]`` -> ``{"bandwidth": 6.0}``; numbers become floats."""
-    options: dict[str, float | str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--codec-option {pair!r}: expected KEY=VALUE")
-        try:
-            options[key.strip()] = float(value)
-        except ValueError:
-            options[key.strip()] = value.strip()
-    return options
-
-
 def find_file(folder: str, names: tuple[str, ...]) -> str | None:
     """The first of ``names`` that exists in ``folder`` (a checkpoint may ship any one of them)."""
     for name in names:

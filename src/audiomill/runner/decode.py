@@ -1,8 +1,10 @@
-"""The decode pool: processes that turn items into codec-rate windows while the model encodes.
+"""The decode pool: processes that turn items into the windows each stage wants, while models run.
 
-Each process takes a task (a file to decode), streams it block by block through the
-resampler and the :class:`~audiomill.chunking.Windower`, and sends each window as
-soon as it is cut, so a two-hour file never sits whole in memory. Queues are
+Each process takes a task (a file to decode), decodes it once, block by block, resamples
+each block once per distinct rate its views ask for, and cuts every view's windows with a
+:class:`~audiomill.chunking.Windower` of its own. A view is one stage's (rate, window,
+overlap, alignment); stages that want the same view share it. Each window is sent as soon
+as it is cut, so a two-hour file never sits whole in memory. Queues are
 bounded both ways: reading stops when the decoders are busy, decoders stop when
 the encoder is behind. A decoder that dies (a crash inside a native library on a
 hostile file) costs its current file an error record and is replaced.
@@ -10,14 +12,16 @@ hostile file) costs its current file an error record and is replaced.
 Messages to the consumer, tagged with the task's ticket:
 
 - ``("begin", worker, ticket)`` the worker took the task;
-- ``("window", ticket, window, samples, last, num_samples)`` one window; ``num_samples``
-  (the file's length at the codec rate) is set on the last one;
+- ``("window", ticket, view, window, samples, last, num_samples)`` one window of one view;
+  ``num_samples`` (the file's length at the view's rate) is set on the view's last one;
+- ``("done", ticket)`` every window of every view has been sent;
 - ``("error", ticket, reason)`` the file cannot be used (after zero or more windows).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import multiprocessing as mp
 import queue
 import signal
@@ -45,27 +49,47 @@ class Task:
     source: Source
     offset: float | None = None
     duration: float | None = None
+    views: tuple[int, ...] = (0,)  # the views this file is wanted in
+    label: str = ""  # shard/key, for the trace
 
 
-def decode_task(task: Task, plan: WindowPlan, send) -> None:
-    """Decode one file into windows, sending each as it is cut; errors are sent, never raised."""
+TRACE_ENV = "AUDIOMILL_TRACE_DECODES"  # a file each decode appends a line to: what was decoded, and how often
+
+
+def decode_task(task: Task, plans: list[WindowPlan], send) -> None:
+    """Decode one file into the windows of its views, sending each as it is cut; errors are sent, never raised."""
     try:
         stream = open_audio(task.source, task.offset, task.duration)
-        windower = Windower(plan.window, plan.overlap, plan.alignment)
-        for block in stream.blocks(plan.sample_rate):
-            for window, samples in windower.push(block):
-                send(("window", task.ticket, window, samples, False, 0))
-        cuts = list(windower.finish())
-        for number, (window, samples) in enumerate(cuts):
-            last = number == len(cuts) - 1
-            send(("window", task.ticket, window, samples, last, windower.total if last else 0))
+        _trace(task)
+        views = [plans[v] for v in task.views]
+        rates = tuple(sorted({plan.sample_rate for plan in views}))
+        windowers = [Windower(plan.window, plan.overlap, plan.alignment) for plan in views]
+        for blocks in stream.blocks_at(rates):
+            for view, plan, windower in zip(task.views, views, windowers):
+                block = blocks[rates.index(plan.sample_rate)]
+                if len(block):
+                    for window, samples in windower.push(block):
+                        send(("window", task.ticket, view, window, samples, False, 0))
+        for view, windower in zip(task.views, windowers):
+            cuts = list(windower.finish())
+            for number, (window, samples) in enumerate(cuts):
+                last = number == len(cuts) - 1
+                send(("window", task.ticket, view, window, samples, last, windower.total if last else 0))
+        send(("done", task.ticket))
     except DecodeError as exc:
         send(("error", task.ticket, str(exc)))
     except Exception as exc:  # a decoder bug must not end the shard
         send(("error", task.ticket, f"decoding failed: {type(exc).__name__}: {exc}"))
 
 
-def _decoder_main(worker: int, plan: WindowPlan, tasks, results) -> None:
+def _trace(task: Task) -> None:
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{task.label}\t{','.join(map(str, task.views))}\n")
+
+
+def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results) -> None:
     # The parent decides when to stop. SLURM signals every process of a job step: a time-limit
     # warning (USR2) or a TERM must not kill a decoder, or its file would become an error record.
     for number in (signal.SIGINT, signal.SIGUSR2, signal.SIGTERM):
@@ -75,14 +99,16 @@ def _decoder_main(worker: int, plan: WindowPlan, tasks, results) -> None:
     die_with_parent()
     while (task := tasks.get()) is not None:
         results.put(("begin", worker, task.ticket))
-        decode_task(task, plan, results.put)
+        decode_task(task, plans, results.put)
 
 
 class DecodePool:
-    """``workers`` decoding processes fed from a bounded task queue; results on :attr:`results`."""
+    """``workers`` decoding processes fed from a bounded task queue; results on :attr:`results`.
 
-    def __init__(self, workers: int, plan: WindowPlan) -> None:
-        self.plan = plan
+    ``plans`` are the views (one per distinct stage window plan); a task names those it needs."""
+
+    def __init__(self, workers: int, plans: list[WindowPlan]) -> None:
+        self.plans = list(plans)
         self._ctx = mp.get_context("spawn")
         self.tasks: Any = self._ctx.Queue(maxsize=2 * workers)
         self.results: Any = self._ctx.Queue(maxsize=4 * workers + 4)
@@ -92,7 +118,7 @@ class DecodePool:
             self._start(worker)
 
     def _start(self, worker: int) -> None:
-        proc = self._ctx.Process(target=_decoder_main, args=(worker, self.plan, self.tasks, self.results),
+        proc = self._ctx.Process(target=_decoder_main, args=(worker, self.plans, self.tasks, self.results),
                                  name=f"audiomill-decode-{worker}", daemon=True)
         proc.start()
         self._procs[worker] = proc
@@ -108,7 +134,7 @@ class DecodePool:
             return self._reap()
         if message[0] == "begin":
             self.current[message[1]] = message[2]
-        elif message[0] == "window" and message[4] or message[0] == "error":
+        elif message[0] in ("done", "error"):
             for worker, ticket in list(self.current.items()):
                 if ticket == message[1]:
                     del self.current[worker]

@@ -18,10 +18,10 @@ import threading
 import traceback
 from typing import Any
 
-from audiomill.config import TokenizeConfig
+from audiomill.config import RunConfig
 from audiomill.errors import UsageError
 from audiomill.items import Shard
-from audiomill.runner.shard import ShardProcessor, ShardResult
+from audiomill.runner.shard import ShardResult
 from audiomill.runner.state import OutputFolder
 
 log = logging.getLogger(__name__)
@@ -66,23 +66,19 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def build_processor(cfg: TokenizeConfig, weights_dir: str | None, device: str, holder: str, threads: int,
-                    workers_on_node: int = 1):
+def build_processor(cfg: RunConfig, device: str, holder: str, threads: int, workers_on_node: int = 1):
+    """The stages of the plan on ``device``, and the decode pool that feeds them."""
     import torch
 
-    from audiomill.codecs import load_codec
-    from audiomill.stages.tokenize import TokenizeStage
+    from audiomill.runner.shard import ShardProcessor, StageOutput
+    from audiomill.stages import stage_class
 
     if threads > 0:
         torch.set_num_threads(threads)
     limit_kernel_cache(device)
-    codec = load_codec(cfg.codec, weights_dir, device, cfg.codec_options)
-    stage = TokenizeStage(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds or CPU_BATCH_SECONDS,
-                          precision=cfg.precision, compile=cfg.compile)
-    if not cfg.batch_seconds:
-        stage.set_batch_seconds(batch_budget(stage, device))
+    outputs = [StageOutput(stage_class(o["kind"]).build(o["settings"], device), o["group"]) for o in cfg.outputs]
     workers = cfg.decode_workers or default_decode_workers(device, workers_on_node)
-    return ShardProcessor(OutputFolder(cfg.out), stage, workers, holder)
+    return ShardProcessor(OutputFolder(cfg.out), outputs, workers, holder, cfg.format)
 
 
 def limit_kernel_cache(device: str) -> None:
@@ -90,19 +86,6 @@ def limit_kernel_cache(device: str) -> None:
     endlessly: on CPU that alone grew peak RSS by half over 2,000 files, for no speed."""
     if device == "cpu":
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
-
-
-# Batches only cost memory on CPU: over 600 files, peak RSS 477 MB at 10 s, 861 MB at 20 s, and no faster.
-CPU_BATCH_SECONDS = 10.0
-
-
-def batch_budget(stage, device: str) -> float:
-    """Seconds of padded audio per batch: probed from free memory on a GPU, fixed on CPU."""
-    if device.startswith("cuda"):
-        from audiomill.runner.budget import probe_batch_seconds
-
-        return probe_batch_seconds(stage)
-    return CPU_BATCH_SECONDS
 
 
 def available_cpus() -> int:
@@ -155,8 +138,7 @@ def stop_on_signals(stop: Stop, signals=STOP_SIGNALS) -> None:
 
 
 def run_local(
-    cfg: TokenizeConfig, shards: list[Shard], weights_dir: str | None, on_event,
-    stop: threading.Event | None = None, holder: str = "",
+    cfg: RunConfig, shards: list[Shard], on_event, stop: threading.Event | None = None, holder: str = "",
 ) -> tuple[list[ShardResult], list[str]]:
     """Run ``shards``; returns the results and the crash reports of workers that died.
 
@@ -169,12 +151,12 @@ def run_local(
     threads = max(1, cpus // max(1, cpu_workers)) if cpu_workers > 1 or cpus < (os.cpu_count() or 1) else 0
     holder = holder or f"pid {os.getpid()}"
     if len(devices) == 1:
-        return _run_inline(cfg, shards, weights_dir, devices[0], threads, on_event, stop, holder), []
-    return _run_processes(cfg, shards, weights_dir, devices, threads, on_event, stop, holder)
+        return _run_inline(cfg, shards, devices[0], threads, on_event, stop, holder), []
+    return _run_processes(cfg, shards, devices, threads, on_event, stop, holder)
 
 
-def _run_inline(cfg, shards, weights_dir, device, threads, on_event, stop, holder) -> list[ShardResult]:
-    processor = build_processor(cfg, weights_dir, device, holder, threads)
+def _run_inline(cfg, shards, device, threads, on_event, stop, holder) -> list[ShardResult]:
+    processor = build_processor(cfg, device, holder, threads)
     results = []
     try:
         for result in processor.run_shards(shards, cfg.retry_errors, on_event, stop):
@@ -185,7 +167,7 @@ def _run_inline(cfg, shards, weights_dir, device, threads, on_event, stop, holde
     return results
 
 
-def _run_processes(cfg, shards, weights_dir, devices, threads, on_event, stop, holder):
+def _run_processes(cfg, shards, devices, threads, on_event, stop, holder):
     ctx = mp.get_context("spawn")
     todo: Any = ctx.Queue()
     events: Any = ctx.Queue()
@@ -194,7 +176,7 @@ def _run_processes(cfg, shards, weights_dir, devices, threads, on_event, stop, h
     for _ in devices:
         todo.put(None)
     workers = [
-        ctx.Process(target=_worker_main, args=(i, device, len(devices), cfg.to_json(), weights_dir, threads, todo, events,
+        ctx.Process(target=_worker_main, args=(i, device, len(devices), cfg.to_json(), threads, todo, events,
                                                     f"{holder} worker {i}"),
                     name=f"audiomill-worker-{i}", daemon=False)
         for i, device in enumerate(devices)
@@ -263,15 +245,14 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker_main(index, device, workers_on_node, cfg_json, weights_dir, threads, todo, events, holder) -> None:
+def _worker_main(index, device, workers_on_node, cfg_json, threads, todo, events, holder) -> None:
     die_with_parent()
     stop = Stop()
     stop_on_signals(stop)
-    cfg = TokenizeConfig.from_json(cfg_json)
+    cfg = RunConfig.from_json(cfg_json)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     try:
-        processor = build_processor(cfg, weights_dir, device, f"{holder} pid {os.getpid()}", threads,
-                                    workers_on_node)
+        processor = build_processor(cfg, device, f"{holder} pid {os.getpid()}", threads, workers_on_node)
         try:
             shards = (Shard.from_json(data) for data in iter(todo.get, None))
             for result in processor.run_shards(shards, cfg.retry_errors, events.put, stop):

@@ -1,10 +1,17 @@
-"""Shards, start to finish: source -> decode pool -> stage -> sink, resumable per file.
+"""Shards, start to finish: source -> decode pool -> stages -> a sink per stage, resumable per file.
 
-A feeder thread reads shards in order (lock, resume point, items) and hands their
-files to the decode pool; the calling thread takes windows from the pool as they
-come, batches and encodes them, and writes each file's record to its shard's sink.
-As soon as one shard is fully handed out the feeder starts on the next, so the
-decoders keep working while the last batches of a shard are encoded.
+A feeder thread reads shards in order (lock, resume point per stage, items) and hands
+each file to the decode pool once, naming the views (rate and windows) of the stages
+that still need it. The calling thread takes windows from the pool as they come, gives
+each to the stages of its view, and writes what each stage returns to that stage's sink
+for the shard. A file is finished when every stage that needed it has written it; a
+shard, when all its files are, and then each of its stages' outputs is finished and
+marked done. As soon as one shard is fully handed out the feeder starts on the next, so
+the decoders keep working while the last batches of a shard are computed.
+
+The runner knows the Stage and Sink protocols only: it routes what stages return by the
+file's ticket (its shard and key), and counts files, errors and audio seconds as they
+pass.
 """
 
 from __future__ import annotations
@@ -21,12 +28,12 @@ from typing import Any
 
 from audiomill.errors import ShardError
 from audiomill.items import Item, Shard
-from audiomill.runner.decode import DecodePool, Task, task_source
+from audiomill.runner.decode import DecodePool, Task, WindowPlan, task_source
 from audiomill.runner.state import OutputFolder, ShardLock
-from audiomill.sinks.jsonl import JsonlSink
+from audiomill.sinks import get_format
+from audiomill.sinks.journal import ShardSink
 from audiomill.sources import read_shard
-from audiomill.stages import Output
-from audiomill.stages.tokenize import FileState, TokenizeStage
+from audiomill.stages import FileOutput, Stage
 
 log = logging.getLogger(__name__)
 
@@ -42,51 +49,96 @@ class ShardResult:
 
 
 @dataclass
+class StageOutput:
+    """A stage and where its records go: the output group (``""``: the output folder itself)."""
+
+    stage: Stage
+    group: str = ""
+    view: int = 0  # the decode view it takes its windows from
+
+
+@dataclass
 class _Run:
-    """A shard being written: its sink and lock, and how many of its files are still on the way."""
+    """A shard being written: its lock, a sink per stage still to do, and its files on the way."""
 
     shard: Shard
-    sink: JsonlSink
     lock: ShardLock
     started: float
-    done: set[str] = field(default_factory=set)  # keys already written by an earlier run
+    sinks: dict[int, ShardSink]  # output index -> its sink, for the outputs this shard still needs
+    done: dict[int, set[str]]  # output index -> keys already written by an earlier run
     order: list[str] = field(default_factory=list)
     submitted: int = 0  # files handed out (written by the feeder only)
     decoding: int = 0  # files whose windows have not all arrived
-    finished: int = 0  # files whose record or error is written (written by the consumer only)
+    finished: int = 0  # files written by every stage that needed them (written by the consumer only)
     fed: bool = False
     failed: bool = False
+
+    def wants(self, key: str) -> bool:
+        return any(key not in keys for keys in self.done.values())
+
+
+@dataclass
+class _File:
+    """One file in flight: its run, and the state of each stage that still has to write it."""
+
+    run: _Run
+    item: Item
+    states: dict[int, Any]
+    pending: set[int]
+    windows: dict[int, int]  # output index -> windows given to it so far
+    decoded: bool = False
 
 
 def error_record(item: Item, reason: str) -> dict[str, Any]:
     return {"key": item.key, "tar_file": item.source, "audio_file": item.audio_file, "error": reason}
 
 
+def merge_stats(per_group: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A shard's stats over its outputs: the first output's counts, every output's errors, and each one's."""
+    if len(per_group) == 1:
+        return dict(next(iter(per_group.values())))
+    first = next(iter(per_group.values()))
+    return {**first, "errors": sum(s.get("errors", 0) for s in per_group.values()), "groups": per_group}
+
+
 class ShardProcessor:
-    """Runs shards through one stage, in one process; owns the decode pool."""
+    """Runs shards through one or more stages, in one process; owns the decode pool.
 
-    def __init__(self, folder: OutputFolder, stage: TokenizeStage, decode_workers: int, holder: str = "") -> None:
-        from audiomill.runner.decode import WindowPlan
+    ``stages``: one stage (its records go into the output folder itself) or
+    :class:`StageOutput`\\ s, each writing into its own group."""
 
+    def __init__(self, folder: OutputFolder, stages: Stage | list[StageOutput], decode_workers: int,
+                 holder: str = "", fmt: str = "jsonl") -> None:
         self.folder = folder
-        self.stage = stage
+        self.outputs = list(stages) if isinstance(stages, list) else [StageOutput(stages)]
+        self.fmt = get_format(fmt)
         self.holder = holder
-        codec = stage.codec
-        plan = WindowPlan(codec.sample_rate, stage.window, stage.overlap, codec.alignment)
-        self.pool = DecodePool(max(1, decode_workers), plan)
+        views: list[WindowPlan] = []
+        for output in self.outputs:
+            stage = output.stage
+            view = WindowPlan(stage.sample_rate, stage.window, stage.overlap, stage.alignment)
+            if view not in views:
+                views.append(view)
+            output.view = views.index(view)
+        self.pool = DecodePool(max(1, decode_workers), views)
+
+    @property
+    def stage(self) -> Stage:
+        return self.outputs[0].stage
 
     def close(self) -> None:
         self.pool.close()
-        self.stage.close()
+        for output in self.outputs:
+            output.stage.close()
 
     def run(self, shard: Shard, retry_errors: bool, report: Report) -> ShardResult:
         return next(iter(self.run_shards([shard], retry_errors, report)))
 
     def run_shards(self, shards: Iterable[Shard], retry_errors: bool, report: Report,
                    stop: threading.Event | None = None) -> Iterator[ShardResult]:
-        """Process ``shards`` in order, the next one's files decoding while this one's are encoded.
+        """Process ``shards`` in order, the next one's files decoding while this one's are computed.
 
-        Once ``stop`` is set (a time limit or preemption is near), the batch being encoded is
+        Once ``stop`` is set (a time limit or preemption is near), what is computed is
         written, then the shards in hand are left resumable and their locks released.
         """
         control: queue.Queue = queue.Queue()
@@ -99,7 +151,7 @@ class ShardProcessor:
             ended = False
             while not (ended and not consumer.runs):
                 if stop is not None and stop.is_set():
-                    consumer.deliver_encoded()
+                    consumer.deliver_computed()
                     if consumer.runs:
                         log.info("stopping: leaving %s resumable", ", ".join(r.shard.name for r in consumer.runs))
                     break
@@ -114,12 +166,12 @@ class ShardProcessor:
                         raise message[1]
                     else:
                         yield from consumer.control(message)
-                busy = bool(consumer.runs) and any(run.decoding for run in consumer.runs)
+                busy = any(run.decoding for run in consumer.runs)
                 decoded = self.pool.get(timeout=0.02 if busy or not ended else 0.2)
                 if decoded is not None:
                     yield from consumer.decoded(decoded)
                 elif ended or not busy:
-                    yield from consumer.idle()
+                    yield from consumer.idle(ended and not busy)
         finally:
             with consumer.guard:  # the feeder locks no shard after this without releasing it
                 quit_feeding.set()
@@ -136,29 +188,18 @@ class ShardProcessor:
                     continue
                 with consumer.guard:
                     if stop.is_set():
-                        run.sink.close()
-                        run.lock.release()
+                        _release(run)
                         return
                     consumer.opened.append(run)
                 control.put(("run", run))
-                done = run.done
                 try:
-                    for item in read_shard(shard, want=lambda key: key not in done):
+                    for item in read_shard(shard, want=run.wants):
                         if stop.is_set():
                             return
                         run.order.append(item.key)
                         if item.skipped:
                             continue
-                        ticket = next(counter)
-                        consumer.owner[id(item)] = run
-                        consumer.tickets[ticket] = (run, self.stage.begin(item))
-                        run.submitted += 1
-                        run.decoding += 1
-                        if item.error is not None:
-                            control.put(("file_error", ticket, item.error))
-                        else:
-                            self.pool.submit(Task(ticket, task_source(item), item.offset, item.duration))
-                            item.data = None
+                        self._hand_out(run, item, next(counter), control, consumer)
                 except ShardError as exc:
                     control.put(("shard_error", run, str(exc)))
                     continue
@@ -168,35 +209,69 @@ class ShardProcessor:
         finally:
             control.put(("end",))
 
+    def _hand_out(self, run: _Run, item: Item, ticket: int, control: queue.Queue, consumer: "_Consumer") -> None:
+        """One file to decode, once, for every stage of this shard that has not written it yet."""
+        needing = [i for i, keys in run.done.items() if item.key not in keys]
+        states = {i: self.outputs[i].stage.begin(ticket, item) for i in needing}
+        consumer.files[ticket] = _File(run, item, states, set(needing), {i: 0 for i in needing})
+        run.submitted += 1
+        run.decoding += 1
+        if item.error is not None:
+            control.put(("file_error", ticket, item.error))
+            return
+        views = tuple(sorted({self.outputs[i].view for i in needing}))
+        self.pool.submit(Task(ticket, task_source(item), item.offset, item.duration, views,
+                              f"{run.shard.name}/{item.key}"))
+        item.data = None
+
     def _open(self, shard: Shard, retry_errors: bool, control: queue.Queue) -> _Run | None:
         lock = self.folder.try_lock(shard.name, self.holder)
         if lock is None:
             control.put(("result", ShardResult(shard.name, "held", reason="another process holds it")))
             return None
-        stats = self.folder.done_stats(shard.name)
-        if stats is not None and not (retry_errors and stats.get("errors", 0) > 0):
+        todo: dict[int, dict[str, Any] | None] = {}
+        complete: dict[str, dict[str, Any]] = {}
+        for index, output in enumerate(self.outputs):
+            stats = self.folder.done_stats(shard.name, output.group)
+            if stats is None or (retry_errors and stats.get("errors", 0) > 0):
+                todo[index] = stats
+            else:
+                complete[output.group] = stats
+        if not todo:
             lock.release()
-            control.put(("result", ShardResult(shard.name, "complete", stats)))
+            control.put(("result", ShardResult(shard.name, "complete", merge_stats(complete))))
             return None
-        if stats is not None:
-            self.folder.unmark_done(shard.name)
-        sink = JsonlSink(self.folder.out, shard.name)
-        done = sink.open(retry_errors)
-        if done:
-            log.info("%s: resuming, %d files already written", shard.name, len(done))
-        return _Run(shard, sink, lock, time.time(), done)
+        sinks: dict[int, ShardSink] = {}
+        done: dict[int, set[str]] = {}
+        for index, previous in todo.items():
+            output = self.outputs[index]
+            if previous is not None:
+                self.folder.unmark_done(shard.name, output.group)
+            sink = ShardSink(self.folder.group_dir(output.group), shard.name, self.fmt, output.stage.fields,
+                             self.folder.schema(output.group))
+            done[index] = sink.open(retry_errors, previous)
+            sinks[index] = sink
+        resumed = {self.outputs[i].group or "output": len(keys) for i, keys in done.items() if keys}
+        if resumed:
+            log.info("%s: resuming, files already written: %s", shard.name,
+                     ", ".join(f"{n} in {g}" for g, n in resumed.items()))
+        return _Run(shard, lock, time.time(), sinks, done)
+
+
+def _release(run: _Run) -> None:
+    for sink in run.sinks.values():
+        sink.close()
+    run.lock.release()
 
 
 class _Consumer:
-    """The calling thread's side: windows into the stage, outputs into their shard's sink."""
+    """The calling thread's side: windows into the stages, their outputs into their sinks."""
 
     def __init__(self, processor: ShardProcessor, report: Report):
-        self.stage = processor.stage
+        self.outputs = processor.outputs
         self.folder = processor.folder
         self.report = report
-        # both filled by the feeder thread as it hands files out
-        self.tickets: dict[int, tuple[_Run, FileState]] = {}
-        self.owner: dict[int, _Run] = {}  # id(item) -> its run
+        self.files: dict[int, _File] = {}  # filled by the feeder thread as it hands files out
         self.runs: list[_Run] = []
         # Every shard the feeder locks is registered under this guard, so that an early stop frees them
         # all, even one locked while the consumer was leaving (a reused Ray worker process lives on).
@@ -219,13 +294,12 @@ class _Consumer:
             message[1].fed = True
             yield from self._settle()
         elif kind == "file_error":
-            run, state = self.tickets.pop(message[1])
-            run.decoding -= 1
-            self._deliver(self.stage.fail(state, message[2]))
+            self._failed(message[1], message[2])
         elif kind == "shard_error":
             run, reason = message[1], message[2]
             run.failed = True
-            run.sink.close()
+            for sink in run.sinks.values():
+                sink.close()
             self.folder.mark_failed(run.shard.name, reason)
             self._close(run)
             self.runs.remove(run)
@@ -234,76 +308,106 @@ class _Consumer:
 
     def decoded(self, message: tuple) -> Iterator[ShardResult]:
         kind, ticket = message[0], message[1]
-        if kind == "begin" or ticket not in self.tickets:
+        file = self.files.get(ticket)
+        if kind == "begin" or file is None:
             return
-        run, state = self.tickets[ticket]
         if kind == "error":
-            del self.tickets[ticket]
-            run.decoding -= 1
-            outputs = self.stage.fail(state, message[2])
+            self._failed(ticket, message[2])
+        elif kind == "done":
+            file.decoded = True
+            file.run.decoding -= 1
         else:
-            _, _, window, samples, last, num_samples = message
-            if last:
-                del self.tickets[ticket]
-                run.decoding -= 1
-            outputs = self.stage.add_window(state, len(state.windows), window, samples, last, num_samples)
-        self._deliver(outputs)
+            _, _, view, window, samples, last, num_samples = message
+            for index in list(file.pending):
+                output = self.outputs[index]
+                if output.view != view:
+                    continue
+                number = file.windows[index]
+                file.windows[index] = number + 1
+                self._deliver(index, output.stage.add_window(file.states[index], number, window, samples, last,
+                                                             num_samples))
         yield from self._settle()
 
-    def deliver_encoded(self) -> None:
-        """Write what the stage has already encoded (stopping: what waits for a batch stays undone)."""
-        self._deliver(self.stage.drain())
+    def _failed(self, ticket: int, reason: str) -> None:
+        """The file did not decode: every stage that needed it records the error."""
+        file = self.files[ticket]
+        if not file.decoded:
+            file.decoded = True
+            file.run.decoding -= 1
+        for index in list(file.pending):
+            self._deliver(index, self.outputs[index].stage.fail(file.states[index], reason))
 
-    def idle(self) -> Iterator[ShardResult]:
-        """Nothing is arriving: encode what waits for its batch to fill."""
-        if self.stage.waiting:
-            self._deliver(self.stage.flush())
+    def deliver_computed(self) -> None:
+        """Write what the stages have already computed (stopping: what waits for a batch stays undone)."""
+        for index, output in enumerate(self.outputs):
+            self._deliver(index, output.stage.drain())
+
+    def idle(self, end: bool) -> Iterator[ShardResult]:
+        """Nothing is arriving: run what waits for its batch to fill (``end``: no more input for now)."""
+        self._flush(end)
         yield from self._settle()
+
+    def _flush(self, end: bool = False) -> None:
+        for index, output in enumerate(self.outputs):
+            if end or output.stage.waiting:
+                self._deliver(index, output.stage.flush(end))
 
     def _settle(self) -> Iterator[ShardResult]:
         """Flush the batches of shards whose files have all been decoded; finish complete shards."""
         if any(run.fed and not run.decoding and run.finished < run.submitted for run in self.runs):
-            if self.stage.waiting:
-                self._deliver(self.stage.flush())
+            self._flush()
         for run in list(self.runs):
             if run.fed and run.finished == run.submitted:
                 yield self._finish(run)
 
-    def _deliver(self, outputs: list[Output]) -> None:
+    def _deliver(self, index: int, outputs: list[FileOutput]) -> None:
         touched: dict[int, tuple[_Run, dict[str, float]]] = {}
         for output in outputs:
-            run = self.owner.pop(id(output.item))
+            file = self.files.get(output.ticket)
+            if file is None or index not in file.pending:
+                continue
+            file.pending.discard(index)
+            run = file.run
             if run.failed:
                 continue
-            counts = touched.setdefault(id(run), (run, {"files": 0, "errors": 0, "audio_seconds": 0.0}))[1]
-            if output.record is not None:
-                run.sink.write(output.record)
-                counts["files"] += 1
-                counts["audio_seconds"] += output.audio_seconds
+            sink = run.sinks[index]
+            if output.error is not None:
+                sink.write_error(error_record(output.item, output.error))
             else:
-                run.sink.write_error(error_record(output.item, output.error or "unknown error"))
-                counts["errors"] += 1
-            run.finished += 1
+                sink.write(output.item.key, output.records, round(output.audio_seconds, 6))
+            counts = touched.setdefault(id(run), (run, {"files": 0, "errors": 0, "audio_seconds": 0.0}))[1]
+            if index == next(iter(run.sinks)):  # progress counts the shard's first output
+                counts["errors" if output.error is not None else "files"] += 1
+                counts["audio_seconds"] += output.audio_seconds
+            if not file.pending:
+                del self.files[output.ticket]
+                run.finished += 1
         for run, counts in touched.values():
-            run.sink.flush()
+            for sink in run.sinks.values():
+                sink.flush()
             self.report({"event": "progress", "shard": run.shard.name, **counts})
 
     def _finish(self, run: _Run) -> ShardResult:
         self.runs.remove(run)
-        stats: dict[str, Any] = run.sink.finish(run.order)
-        stats.update(shard=run.shard.name, source=run.shard.path, wall_seconds=round(time.time() - run.started, 3),
-                     finished=time.time(), host=os.uname().nodename)
-        self.folder.mark_done(run.shard.name, stats)
+        per_group: dict[str, dict[str, Any]] = {}
+        for index, sink in run.sinks.items():
+            group = self.outputs[index].group
+            stats: dict[str, Any] = sink.finish(run.order)
+            stats.update(shard=run.shard.name, source=run.shard.path, wall_seconds=round(time.time() - run.started, 3),
+                         finished=time.time(), host=os.uname().nodename)
+            self.folder.mark_done(run.shard.name, stats, group)
+            sink.cleanup()
+            per_group[group] = stats
+            log.info("shard %s%s complete: %d files, %d errors, %.1f s audio in %.1f s", run.shard.name,
+                     f" ({group})" if group else "", stats["items"], stats["errors"], stats["audio_seconds"],
+                     stats["wall_seconds"])
         self._close(run)
-        log.info("shard %s complete: %d files, %d errors, %.1f s audio in %.1f s", run.shard.name, stats["items"],
-                 stats["errors"], stats["audio_seconds"], stats["wall_seconds"])
-        return ShardResult(run.shard.name, "done", stats)
+        return ShardResult(run.shard.name, "done", merge_stats(per_group))
 
     def abandon(self) -> None:
         """The run is ending (call with :attr:`guard` held): keep what is written, it is resumable,
         and free every lock still held."""
         for run in self.opened:
-            run.sink.close()
-            run.lock.release()
+            _release(run)
         self.opened.clear()
         self.runs.clear()

@@ -2,8 +2,11 @@
 
 Layout (all of it under ``<out>/_audiomill``)::
 
-    plan.json              shards, config and versions, frozen at the first launch
-    done/<shard>.json      written last when a shard is complete: its stats
+    plan.json              shards, stages, format, config and versions, frozen at the first launch
+    listing/<input>.json   the files of a folder or manifest input, listed once when the plan is made
+    done/<shard>.json      written last when a shard is complete: its stats (one-stage runs)
+    done/<group>/<shard>.json   the same per stage of a multi-stage run (``<out>/<group>/``)
+    schema/<group>.json    the metadata columns of an output whose format has a schema (Parquet)
     failed/<shard>.json    a shard that could not be read at all, and why
     locks/<shard>.lock     flock()ed while a worker writes the shard; holds who
     logs/                  per-run and per-task logs
@@ -18,9 +21,12 @@ import json
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audiomill.items import Shard
+
+if TYPE_CHECKING:
+    from audiomill.sinks import Format
 
 STATE_DIR = "_audiomill"
 
@@ -33,6 +39,17 @@ def write_json_atomic(path: str, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def count_lines(path: str) -> int:
+    """Whole lines in a file (a torn last line does not count); 0 if there is none."""
+    if not os.path.exists(path):
+        return 0
+    count = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            count += block.count(b"\n")
+    return count
 
 
 def read_json(path: str) -> Any:
@@ -58,9 +75,24 @@ class OutputFolder:
         self.state = os.path.join(out, STATE_DIR)
         self.plan_path = os.path.join(self.state, "plan.json")
 
-    def create(self) -> None:
-        for sub in ("done", "failed", "locks", "logs", "tasks", "slurm"):
+    def create(self, groups: tuple[str, ...] = ("",)) -> None:
+        for sub in ("done", "failed", "locks", "logs", "tasks", "slurm", "schema", "listing"):
             os.makedirs(os.path.join(self.state, sub), exist_ok=True)
+        for group in groups:
+            if group:
+                os.makedirs(os.path.join(self.state, "done", group), exist_ok=True)
+                os.makedirs(self.group_dir(group), exist_ok=True)
+
+    def group_dir(self, group: str) -> str:
+        """Where an output group's files go: the output folder itself for a one-stage run."""
+        return os.path.join(self.out, group) if group else self.out
+
+    def groups(self) -> list[str]:
+        """The output groups of the plan (``[""]`` for a one-stage run)."""
+        return [output["group"] for output in self.read_plan().get("outputs", [{"group": ""}])]
+
+    def schema(self, group: str) -> "SchemaFile":
+        return SchemaFile(os.path.join(self.state, "schema", f"{group or '_'}.json"))
 
     def exists(self) -> bool:
         return os.path.isfile(self.plan_path)
@@ -75,20 +107,43 @@ class OutputFolder:
     def shards(self) -> list[Shard]:
         return [Shard.from_json(s) for s in self.read_plan()["shards"]]
 
-    # per-shard markers
-    def _marker(self, kind: str, name: str) -> str:
-        return os.path.join(self.state, kind, f"{name}.json")
+    def format(self) -> "Format":
+        from audiomill.sinks import get_format
 
-    def done_stats(self, name: str) -> dict[str, Any] | None:
-        path = self._marker("done", name)
+        return get_format(self.read_plan().get("format", "jsonl"))
+
+    def journals(self, name: str, group: str = "", fmt: "Format | None" = None) -> tuple[str, str]:
+        """The journal of records and of errors of a shard in progress."""
+        from audiomill.sinks import errors_name, journal_name
+
+        folder = self.group_dir(group)
+        fmt = fmt or self.format()
+        return os.path.join(folder, journal_name(name, fmt)), os.path.join(folder, errors_name(name) + ".partial")
+
+    def journal_counts(self, name: str, group: str = "", fmt: "Format | None" = None) -> tuple[int, int]:
+        """(files, errors) journaled so far for a shard in progress."""
+        records, errors = self.journals(name, group, fmt)
+        return count_lines(records), count_lines(errors)
+
+    # per-shard markers
+    def _marker(self, kind: str, name: str, group: str = "") -> str:
+        return os.path.join(self.state, kind, group, f"{name}.json") if group else \
+            os.path.join(self.state, kind, f"{name}.json")
+
+    def done_stats(self, name: str, group: str = "") -> dict[str, Any] | None:
+        path = self._marker("done", name, group)
         return read_json(path) if os.path.exists(path) else None
 
-    def mark_done(self, name: str, stats: dict[str, Any]) -> None:
-        write_json_atomic(self._marker("done", name), stats)
+    def mark_done(self, name: str, stats: dict[str, Any], group: str = "") -> None:
+        write_json_atomic(self._marker("done", name, group), stats)
         self.clear_failed(name)
 
-    def unmark_done(self, name: str) -> None:
-        path = self._marker("done", name)
+    def complete(self, name: str, groups: list[str]) -> bool:
+        """Every output group of the shard is marked done."""
+        return all(os.path.exists(self._marker("done", name, group)) for group in groups)
+
+    def unmark_done(self, name: str, group: str = "") -> None:
+        path = self._marker("done", name, group)
         if os.path.exists(path):
             os.unlink(path)
 
@@ -137,5 +192,26 @@ class OutputFolder:
                     return {}
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
+        finally:
+            os.close(fd)
+
+
+class SchemaFile:
+    """The metadata columns of one output group, fixed by the first shard to finish (see sinks.parquet).
+
+    Shards finish in several processes at once: the first to get here writes the file under
+    an exclusive lock, the others read it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fixed(self, proposal: dict[str, str]) -> dict[str, str]:
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.exists(self.path):
+                return read_json(self.path)
+            write_json_atomic(self.path, proposal)
+            return proposal
         finally:
             os.close(fd)

@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from audiomill.config import TokenizeConfig
+from audiomill.config import RunConfig
 from audiomill.items import Shard
 from audiomill.runner.local import Stop, run_local
 from audiomill.runner.state import OutputFolder, read_json, write_json_atomic
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def remaining_shards(folder: OutputFolder) -> list[Shard]:
-    """The plan's shards without a done marker, failed ones included (a task may read them again)."""
-    return [s for s in folder.shards() if folder.done_stats(s.name) is None]
+    """The plan's shards that some stage has not marked done, failed ones included (a task may read them again)."""
+    groups = folder.groups()
+    return [s for s in folder.shards() if not folder.complete(s.name, groups)]
 
 
 def left_to_do(folder: OutputFolder) -> list[Shard]:
@@ -62,18 +63,18 @@ def read_tasks(folder: OutputFolder) -> list[dict[str, Any]]:
     return records
 
 
-def task_config(folder: OutputFolder, devices: str | None = None) -> tuple[TokenizeConfig, str | None]:
-    """The frozen plan's config for a task on this node, and its weights folder (None: random)."""
+def task_config(folder: OutputFolder, devices: str | None = None) -> RunConfig:
+    """The frozen plan's config for a task on this node."""
     plan = folder.read_plan()
-    cfg = TokenizeConfig.from_json(plan["config"])
+    cfg = RunConfig.from_json(plan["config"])
+    cfg.outputs = plan["outputs"]
     cfg.out = folder.out
     cfg.retry_errors = False
     cfg.progress = "log"
     cfg.log_file = None
     if devices:
         cfg.devices = devices
-    weights = plan.get("weights")
-    return cfg, None if weights in (None, "random") else weights
+    return cfg
 
 
 def run_task(out: str, index: int, count: int, executor: str, job: str, stop: Stop | None = None,
@@ -102,12 +103,12 @@ def run_task(out: str, index: int, count: int, executor: str, job: str, stop: St
     record_path = os.path.join(tasks_folder(folder), f"{name}.json")
     write_json_atomic(record_path, record)
     try:
-        cfg, weights = task_config(folder, devices)
+        cfg = task_config(folder, devices)
         shards = task_order(remaining_shards(folder), index, count)
         log.info("task %d of %d (attempt %d): %d shards not complete", index, count, attempt, len(shards))
         progress = Progress(len(shards), "log", cfg.log_interval)
         try:
-            results, crashes = run_local(cfg, shards, weights, progress.update, stop, holder=f"{executor} {job}")
+            results, crashes = run_local(cfg, shards, progress.update, stop, holder=f"{executor} {job}")
         finally:
             progress.close()
         done = sum(1 for r in results if r.status == "done")
@@ -138,12 +139,10 @@ def run_task(out: str, index: int, count: int, executor: str, job: str, stop: St
 
 
 def _snapshot(folder: OutputFolder) -> tuple[int, int]:
-    """(shards left, lines written to partial files): a round that changes neither did nothing."""
-    from audiomill.status import count_lines
-
+    """(shards left, lines written to journals): a round that changes neither did nothing."""
     left = left_to_do(folder)
-    lines = sum(count_lines(os.path.join(folder.out, s.name + suffix))
-                for s in left for suffix in (".jsonl.partial", ".errors.jsonl.partial"))
+    fmt, groups = folder.format(), folder.groups()
+    lines = sum(sum(folder.journal_counts(s.name, group, fmt)) for s in left for group in groups)
     return len(left), lines
 
 

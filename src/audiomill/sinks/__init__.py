@@ -1,4 +1,76 @@
-"""Sinks: one output per input shard, written append-only and finished atomically.
+"""Sinks: one output file per (stage, shard), written through a journal and finished atomically.
 
-A sink knows records and keys, never codecs or sources.
+A stage's records first go, append-only, to the shard's journal (:mod:`.journal`), which
+survives a kill at any moment; finishing the shard writes the final file in the chosen
+format, in the shard's order, to a temporary name renamed into place. Formats register
+themselves by name (``jsonl``, ``jsonl.gz``, ``parquet``), and that name is written into
+the plan, so every reader (status, resynth, retries) finds the files through here.
+A sink knows records, keys and declared field types, never codecs or sources.
 """
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from audiomill.errors import UsageError
+
+# Field types a stage declares for its records (``Stage.fields``); formats with a schema
+# (Parquet) map them to their own types, JSON formats ignore them.
+FIELD_TYPES = ("string", "int64", "float64", "bool", "list<int16>", "list<int32>", "list<float32>",
+               "list<list<int16>>", "list<list<int32>>", "list<list<float32>>")
+
+
+class Format(Protocol):
+    """One way of writing a shard's records to a file."""
+
+    name: str
+    extension: str  # of the final file: ``<shard>.<extension>``
+    needs: str  # the package it imports ("" for none), checked before a run starts
+
+    def write(self, path: str, records: Iterable[dict[str, Any]], fields: dict[str, str],
+              schema: "SchemaStore") -> None:
+        """Write ``records`` (in order) to ``path``, a new file; flush it to disk."""
+
+    def read(self, path: str) -> Iterator[dict[str, Any]]:
+        """The records of a final file, in order."""
+
+
+class SchemaStore(Protocol):
+    """Where an output group keeps the columns its first finished file fixed (see parquet)."""
+
+    def fixed(self, proposal: dict[str, str]) -> dict[str, str]:
+        """The group's metadata columns: those already fixed, else ``proposal``, fixed from now on."""
+
+
+_FORMATS = {"jsonl": "audiomill.sinks.jsonl", "jsonl.gz": "audiomill.sinks.jsonl", "parquet": "audiomill.sinks.parquet"}
+
+
+def format_names() -> tuple[str, ...]:
+    return tuple(_FORMATS)
+
+
+def get_format(name: str) -> Format:
+    """The format registered as ``name``; fails in one line if it is unknown or its package is missing."""
+    if name not in _FORMATS:
+        raise UsageError(f"unknown format {name!r}; known: {', '.join(_FORMATS)}")
+    module = importlib.import_module(_FORMATS[name])
+    fmt = module.FORMATS[name]
+    if fmt.needs and importlib.util.find_spec(fmt.needs) is None:
+        raise UsageError(f"--format {name} needs {fmt.needs}: pip install 'audiomill[{name}]'")
+    return fmt
+
+
+def final_name(shard: str, fmt: Format) -> str:
+    return f"{shard}.{fmt.extension}"
+
+
+def errors_name(shard: str) -> str:
+    """Error records are JSON Lines in every format: few, and read by people."""
+    return f"{shard}.errors.jsonl"
+
+
+def journal_name(shard: str, fmt: Format) -> str:
+    return f"{shard}.{fmt.extension}.partial"

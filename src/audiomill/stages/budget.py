@@ -29,17 +29,26 @@ def cache_path() -> str:
     return os.path.join(root, "audiomill", "batch-budget.json")
 
 
+# CPU batches only cost memory: over 600 files, peak RSS 477 MB at 10 s, 861 MB at 20 s, and no faster.
+CPU_BATCH_SECONDS = 10.0
+
+
+def batch_budget(stage, device: str) -> float:
+    """Seconds of padded audio per batch: probed from free memory on a GPU, fixed on CPU."""
+    return probe_batch_seconds(stage) if device.startswith("cuda") else CPU_BATCH_SECONDS
+
+
 def probe_batch_seconds(stage) -> float:
     import torch
 
     device = stage.device
     props = torch.cuda.get_device_properties(device)
-    key = f"{stage.codec.name}|{props.name}|{props.total_memory}|{stage.precision}|{stage.window}"
+    key = f"{stage.name}|{props.name}|{props.total_memory}|{stage.precision}|{stage.window}"
     cached = _read_cache().get(key)
     if cached:
-        log.info("batch budget %.0f s (remembered for %s on %s)", cached, stage.codec.name, props.name)
+        log.info("batch budget %.0f s (remembered for %s on %s)", cached, stage.name, props.name)
         return float(cached)
-    rate = stage.codec.sample_rate
+    rate = stage.sample_rate
     clip = (0.1 * np.random.default_rng(0).standard_normal(int(PROBE_SECONDS * rate))).astype(np.float32)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()

@@ -1,0 +1,105 @@
+"""A run (``tokenize``, or ``run FILE.toml``): make the plan, run the shards here or on a cluster, report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+from audiomill.config import RunConfig
+from audiomill.errors import EXIT_FATAL, EXIT_FILE_ERRORS, EXIT_INCOMPLETE, EXIT_OK, StageBroken, UsageError
+from audiomill.items import Shard
+from audiomill.progress import Progress
+from audiomill.runner.plan import prepare
+from audiomill.runner.state import OutputFolder
+
+log = logging.getLogger("audiomill")
+
+
+def run(cfg: RunConfig, slurm=None) -> int:
+    """Run ``cfg``; ``slurm`` (a :class:`audiomill.runner.slurm.SlurmOptions`) for --executor slurm.
+    Returns the exit status."""
+    from audiomill.runner.local import Stop, run_local, stop_on_signals
+
+    shards = prepare(cfg)
+    if cfg.executor != "local":
+        return _launch_cluster(cfg, shards, slurm)
+    logs = os.path.join(cfg.out, "_audiomill", "logs")
+    handlers = [logging.FileHandler(os.path.join(logs, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"))]
+    if cfg.log_file:
+        handlers.append(logging.FileHandler(cfg.log_file))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+    for output in cfg.outputs:
+        settings = output["settings"]
+        if output["kind"] == "tokenize" and settings.get("weights") is None:
+            print(f"audiomill: note: using randomly initialised weights for {settings['codec']}; the codes are "
+                  f"meaningless (pass --model-path DIR for real ones)", file=sys.stderr)
+    names = ", ".join(o["group"] or o["settings"].get("codec", o["kind"]) for o in cfg.outputs)
+    log.info("%d shards through %s into %s (%s)", len(shards), names, cfg.out, cfg.format)
+    progress = Progress(len(shards), cfg.progress, cfg.log_interval)
+    stop = Stop()
+    stop_on_signals(stop)  # a TERM or USR2 (a time limit in the user's own sbatch script) stops cleanly
+    with progress.logging_redirect():
+        try:
+            results, crashes = run_local(cfg, shards, progress.update, stop)
+        except StageBroken as exc:
+            log.error("%s\nNothing was recorded for the files it failed on; fix the stage and run again.", exc)
+            return EXIT_FATAL
+        finally:
+            progress.close()
+    if stop.is_set():
+        log.warning("stopped by %s: every file written is kept; run the same command again to resume",
+                    signal.Signals(stop.signal).name if stop.signal else "a signal")
+    by_status: dict[str, list[str]] = {}
+    for result in results:
+        by_status.setdefault(result.status, []).append(result.name)
+    errors = sum(r.stats.get("errors", 0) for r in results if r.status in ("done", "complete"))
+    log.info("finished: %s", progress.summary())
+    for crash in crashes:
+        log.error("%s", crash)
+    for name in by_status.get("failed", []):
+        reason = next(r.reason for r in results if r.name == name)
+        log.error("shard %s failed: %s", name, reason)
+    held = by_status.get("held", [])
+    if held:
+        log.warning("%d shard(s) held by another process, left to it: %s", len(held), ", ".join(held[:10]))
+    complete = len(by_status.get("done", [])) + len(by_status.get("complete", []))
+    log.info("%d/%d shards complete (%d already were), %d file errors", complete, len(shards),
+             len(by_status.get("complete", [])), errors)
+    if crashes:
+        return EXIT_FATAL
+    if complete < len(shards):
+        return EXIT_INCOMPLETE
+    return EXIT_FILE_ERRORS if errors else EXIT_OK
+
+
+def _launch_cluster(cfg: RunConfig, shards: list[Shard], slurm) -> int:
+    """Hand the frozen plan to SLURM or Ray; report as a local run would once it has ended."""
+    from audiomill.runner.slurm import SlurmOptions
+    from audiomill.status import collect, totals
+
+    slurm = slurm or SlurmOptions()
+    if cfg.executor == "slurm":
+        from audiomill.runner.slurm import launch_slurm
+
+        outcome = launch_slurm(cfg, slurm)
+    elif cfg.executor == "ray":
+        from audiomill.runner.ray import launch_ray
+
+        outcome = launch_ray(cfg, cfg.address, cfg.ray_workers, slurm.until_done)
+    else:
+        raise UsageError(f"--executor {cfg.executor}: expected local, slurm or ray")
+    if outcome == "submitted" and cfg.executor == "slurm":
+        return EXIT_OK
+    folder = OutputFolder(cfg.out)
+    summary = totals(collect(folder, shards, False))
+    log.info("%d/%d shards complete, %d failed, %d file errors", summary.get("complete", 0), summary["shards"],
+             summary.get("failed", 0), summary["errors"])
+    if summary.get("complete", 0) < summary["shards"]:
+        log.error("not complete: see 'audiomill status %s'", cfg.out)
+        return EXIT_INCOMPLETE
+    return EXIT_FILE_ERRORS if summary["errors"] else EXIT_OK

@@ -1,0 +1,190 @@
+"""Making the plan of a run: check everything that can fail fast, then freeze it in the output folder.
+
+Every stage is checked before anything is written (options, sample rate, the weights'
+layout, installed extras: each stage's ``check`` loads what its workers will load), and
+so are the format, the inputs and the devices. A refused run leaves ``--out`` as it found
+it. The plan is then written, or an existing one extended, under a lock, so that two
+launches at once on one folder cannot both write it.
+
+``plan.json`` holds the shards, the format, every stage's output group, kind and checked
+settings, the run's config and the versions of the packages that make the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+import time
+from typing import Any
+
+from audiomill import __version__
+from audiomill.config import OUTPUT_FIELDS, RunConfig
+from audiomill.errors import UsageError
+from audiomill.items import Shard
+from audiomill.runner.state import OutputFolder
+
+# The flag that sets each setting of a tokenize stage, for messages.
+_FLAGS = {"codec_options": "--codec-option"}
+
+
+def prepare(cfg: RunConfig) -> list[Shard]:
+    """Check ``cfg`` completely, then freeze (or extend) its plan; returns the shards to run.
+
+    ``cfg.out`` and the stages' settings are resolved in place (``cfg.outputs``)."""
+    from audiomill.sinks import get_format
+    from audiomill.sources.discover import discover_shards
+    from audiomill.stages import stage_class
+
+    cfg.out = os.path.abspath(cfg.out)
+    if cfg.executor != "local" and cfg.retry_errors:
+        raise UsageError("--retry-errors works with --executor local only: run it on one node, then go on "
+                         f"with --executor {cfg.executor}")
+    get_format(cfg.format)
+    shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end)
+    outputs = []
+    for spec in cfg.stage_specs():
+        cls = stage_class(spec["kind"])
+        outputs.append({"group": spec["group"], "kind": spec["kind"], "settings": cls.check(spec["settings"])})
+    cfg.outputs = outputs
+    if cfg.executor == "local":  # a cluster's nodes have their own devices
+        from audiomill.runner.local import parse_devices
+
+        parse_devices(cfg.devices)
+    _check_writable(cfg.out)
+    folder = OutputFolder(cfg.out)
+    with _plan_lock(folder):
+        _freeze(folder, cfg, shards)
+    folder.create(tuple(o["group"] for o in outputs))
+    return shards
+
+
+def _check_writable(out: str) -> None:
+    """``out`` can be made and written, found without making anything."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} exists and is not a folder")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to --out {out}: {existing} is not writable")
+
+
+@contextlib.contextmanager
+def _plan_lock(folder: OutputFolder):
+    try:
+        os.makedirs(folder.state, exist_ok=True)
+        fd = os.open(os.path.join(folder.state, "plan.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {folder.out}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _freeze(folder: OutputFolder, cfg: RunConfig, shards: list[Shard]) -> None:
+    config = cfg.to_json()
+    if not folder.exists():
+        folder.write_plan({
+            "created": time.time(),
+            "format": cfg.format,
+            "outputs": cfg.outputs,
+            "config": config,
+            "versions": _versions(),
+            "shards": [s.to_json() for s in shards],
+        })
+        return
+    plan = folder.read_plan()
+    old_config = plan.get("config", {})
+    for name in OUTPUT_FIELDS:
+        default = RunConfig.__dataclass_fields__[name].default
+        old, new = old_config.get(name, default), config[name]
+        if old != new:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{cfg.out} was made with {flag} {old}, not {new}: use another --out, or the same {flag}")
+    plan["outputs"] = _merge_outputs(cfg.out, plan.get("outputs") or _outputs_of_old_plan(plan), cfg.outputs)
+    known = {s["name"]: s for s in plan["shards"]}
+    for shard in shards:
+        if shard.name in known and Shard.from_json(known[shard.name]) != shard:
+            raise UsageError(f"shard {shard.name} of {cfg.out} came from {known[shard.name]['path']}, "
+                             f"not {shard.path}: use another --out")
+        known.setdefault(shard.name, shard.to_json())
+    plan["shards"] = list(known.values())
+    plan["format"] = cfg.format
+    cfg.outputs = plan["outputs"]
+    plan["config"] = cfg.to_json()  # what writes the output is checked equal above; the rest is this launch's
+    folder.write_plan(plan)
+
+
+def _merge_outputs(out: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The plan's stages with this launch's: each one unchanged, or new (it runs on every shard)."""
+    old_groups = {o["group"]: o for o in old}
+    new_groups = {o["group"] for o in new}
+    if ("" in old_groups) != ("" in new_groups):
+        made = "one 'audiomill tokenize' stage" if "" in old_groups else "a pipeline of named stages"
+        raise UsageError(f"{out} was made by {made}: use another --out")
+    missing = [g for g in old_groups if g not in new_groups]
+    if missing:
+        raise UsageError(f"{out} has the stage(s) {', '.join(missing)}, which this run lacks: keep them in the "
+                         f"pipeline (they are skipped where complete), or use another --out")
+    merged = []
+    for output in new:
+        before = old_groups.get(output["group"])
+        if before is not None:
+            _same_stage(out, before, output)
+        merged.append(output)  # runtime settings (batch size) are this launch's
+    return merged
+
+
+def _runtime(output: dict[str, Any]) -> tuple[str, ...]:
+    """Settings of a stage that a later launch may change (they do not change what is written)."""
+    if output["kind"] == "tokenize":
+        from audiomill.stages.tokenize import TokenizeSettings
+
+        return TokenizeSettings.RUNTIME
+    return ()
+
+
+def _same_stage(out: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+    where = f"stage {new['group']} of " if new["group"] else ""
+    if old["kind"] != new["kind"]:
+        raise UsageError(f"{where}{out} was made by a {old['kind']} stage, not {new['kind']}: use another --out")
+    runtime = set(_runtime(new)) | {"weights"}  # where the weights were found follows from --model-path
+    for key in sorted(set(old["settings"]) | set(new["settings"])):
+        if key in runtime:
+            continue
+        before, now = old["settings"].get(key), new["settings"].get(key)
+        if before == now:
+            continue
+        if key == "codec_options":
+            before, now = (",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (o or {}).items())
+                           or "(none)" for o in (before, now))
+        flag = _FLAGS.get(key, "--" + key.replace("_", "-")) if new["kind"] == "tokenize" else key
+        raise UsageError(f"{where}{out} was made with {flag} {before}, not {now}: use another --out, or the same {flag}")
+
+
+def _outputs_of_old_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan from before stages were named: its one tokenize stage."""
+    from audiomill.config import TOKENIZE_FIELDS
+
+    config = plan.get("config", {})
+    settings = {k: config.get(k) for k in TOKENIZE_FIELDS}
+    settings["weights"] = None if plan.get("weights") in (None, "random") else plan["weights"]
+    return [{"group": "", "kind": "tokenize", "settings": settings}]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numpy
+
+    found = {"audiomill": __version__, "python": platform.python_version(), "numpy": numpy.__version__}
+    for package in ("torch", "snac", "transformers", "soundfile", "soxr", "av", "pyarrow"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
