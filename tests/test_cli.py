@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
@@ -126,3 +127,50 @@ def test_demo_runs_end_to_end_and_says_weights_are_random(tmp_path):
     assert result.stderr.count("randomly initialised weights") == 1
     status = run_audiomill("status", str(tmp_path / "demo" / "tokens"), "--check-validity", check=True).stdout
     assert "3 shards: 3 complete" in status and "0 problems" in status
+
+
+def _refused_then_accepted(refused: list[str], corrected: list[str], out, expected: str, env: dict | None = None):
+    """The refused command says why in one line, exits non-zero and leaves --out as it was; the corrected one runs."""
+    result = run_audiomill(*refused, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not os.path.exists(out)  # no plan.json: nothing at all
+    accepted = run_audiomill(*corrected)
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_a_codec_option_the_model_rejects_at_load_time_is_refused_before_any_work(acceptance_shards, tmp_path):
+    from audiomill.codecs import codec_info
+    from audiomill.codecs.hf import save_random
+
+    model = save_random(codec_info("mimi"), str(tmp_path / "mimi"))
+    out = str(tmp_path / "out")
+    common = ["tokenize", acceptance_shards["paths"][1], "--out", out, "--codec", "mimi", "--model-path", model]
+    _refused_then_accepted([*common, "--codec-option", "num_quantizers=99"], [*common, "--codec-option",
+                           "num_quantizers=2"], out, "num_quantizers=99: this model has 1 to 8")
+
+
+def test_random_weights_for_a_codec_that_needs_files_is_refused_before_any_work(acceptance_shards, tmp_path):
+    from audiomill.codecs.units import save_random
+
+    model = save_random(str(tmp_path / "hubert"), clusters=20)
+    out = str(tmp_path / "out")
+    common = ["tokenize", acceptance_shards["paths"][1], "--out", out, "--codec", "hubert-units"]
+    _refused_then_accepted([*common, "--random-weights"], [*common, "--model-path", model, "--codec-option=layer=2"],
+                           out, "hubert-units needs --model-path")
+
+
+def test_a_missing_extra_is_refused_before_any_work(acceptance_shards, tiny_snac, tmp_path):
+    shadow = tmp_path / "without-snac"  # a site where 'import snac' fails, as where the extra is not installed
+    shadow.mkdir()
+    (shadow / "snac.py").write_text("raise ImportError(\"No module named 'snac'\")\n")
+    (shadow / "pyarrow.py").write_text("raise ImportError(\"No module named 'pyarrow'\")\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    out = str(tmp_path / "out")
+    common = ["tokenize", acceptance_shards["paths"][1], "--out", out, "--model-path", tiny_snac]
+    _refused_then_accepted(common, common, out, "snac-24khz needs the extra audiomill[snac]", env)
+    out = str(tmp_path / "out-parquet")
+    common = ["tokenize", acceptance_shards["paths"][1], "--out", out, "--model-path", tiny_snac,
+              "--format", "parquet"]
+    _refused_then_accepted(common, common, out, "--format parquet needs pyarrow", env)

@@ -21,7 +21,8 @@ log = logging.getLogger("audiomill")
 def run(cfg: RunConfig, slurm=None) -> int:
     """Run ``cfg``; ``slurm`` (a :class:`audiomill.runner.slurm.SlurmOptions`) for --executor slurm.
     Returns the exit status."""
-    from audiomill.runner.local import Stop, run_local, stop_on_signals
+    from audiomill.runner.local import run_local
+    from audiomill.runner.process import Stop, stop_on_signals
 
     shards = prepare(cfg)
     if cfg.executor != "local":

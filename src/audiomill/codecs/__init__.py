@@ -152,6 +152,10 @@ def load_codec(name: str, weights_dir: str | None, device: str = "cpu", options:
     """
     info = codec_info(name)
     module = importlib.import_module(info.module)
+    if info.extra in ("transformers", "bicodec"):  # its "Loading weights" bars would swamp the run's progress
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     return module.load(info, weights_dir, device, options or {})
 
 

@@ -58,9 +58,9 @@ TRACE_ENV = "AUDIOMILL_TRACE_DECODES"  # a file each decode appends a line to: w
 
 def decode_task(task: Task, plans: list[WindowPlan], send) -> None:
     """Decode one file into the windows of its views, sending each as it is cut; errors are sent, never raised."""
+    _trace(task)
     try:
         stream = open_audio(task.source, task.offset, task.duration)
-        _trace(task)
         views = [plans[v] for v in task.views]
         rates = tuple(sorted({plan.sample_rate for plan in views}))
         windowers = [Windower(plan.window, plan.overlap, plan.alignment) for plan in views]
@@ -94,7 +94,7 @@ def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results) -> None:
     # warning (USR2) or a TERM must not kill a decoder, or its file would become an error record.
     for number in (signal.SIGINT, signal.SIGUSR2, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
-    from audiomill.runner.local import die_with_parent
+    from audiomill.runner.process import die_with_parent
 
     die_with_parent()
     while (task := tasks.get()) is not None:

@@ -7,13 +7,11 @@ so even two runs started at once on the same output never write the same shard.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import threading
 import traceback
 from typing import Any
@@ -22,6 +20,7 @@ from audiomill.config import RunConfig
 from audiomill.errors import UsageError
 from audiomill.items import Shard
 from audiomill.runner.shard import ShardResult
+from audiomill.runner.process import Stop, die_with_parent, stop_on_signals
 from audiomill.runner.state import OutputFolder
 
 log = logging.getLogger(__name__)
@@ -108,35 +107,6 @@ def default_decode_workers(device: str, workers_on_node: int) -> int:
     return max(1, cores // 2)
 
 
-STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
-
-
-class Stop(threading.Event):
-    """A request to stop soon; remembers the signal that asked for it."""
-
-    signal: int | None = None
-
-
-def stop_on_signals(stop: Stop, signals=STOP_SIGNALS) -> None:
-    """Set ``stop`` on a time-limit warning (USR2) or TERM. A second USR2 changes nothing (SLURM
-    signals every process of a step, and the parent forwards it too); a second TERM acts as it
-    would have without this handler."""
-    caught: dict[int, Any] = {}
-
-    def handle(number, frame) -> None:
-        if stop.is_set():
-            if number != signal.SIGUSR2:
-                signal.signal(number, caught.get(number) or signal.SIG_DFL)
-                os.kill(os.getpid(), number)
-            return
-        log.warning("%s received: finishing the current batch, then stopping", signal.Signals(number).name)
-        stop.signal = number
-        stop.set()
-
-    for number in signals:
-        caught[number] = signal.signal(number, handle)
-
-
 def run_local(
     cfg: RunConfig, shards: list[Shard], on_event, stop: threading.Event | None = None, holder: str = "",
 ) -> tuple[list[ShardResult], list[str]]:
@@ -218,31 +188,6 @@ def _run_processes(cfg, shards, devices, threads, on_event, stop, holder):
     for worker in workers:
         worker.join()
     return results, crashes
-
-
-def die_with_parent() -> None:
-    """A worker must not outlive a killed parent, or it would go on holding shard locks (a decoder
-    would wait for work forever). The parent may already be gone: it can be killed while a busy
-    machine still imports this child, and then neither the death signal nor the watch would fire."""
-    import multiprocessing
-
-    spawner = multiprocessing.parent_process()
-    parent = spawner.pid if spawner is not None else os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if os.getppid() != parent:
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            threading.Event().wait(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _worker_main(index, device, workers_on_node, cfg_json, threads, todo, events, holder) -> None:

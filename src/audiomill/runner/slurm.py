@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiomill.errors import UsageError
-from audiomill.runner.local import Stop, stop_on_signals
+from audiomill.runner.process import Stop, stop_on_signals
 from audiomill.runner.state import OutputFolder
 from audiomill.runner.tasks import left_to_do, run_rounds, run_task
 

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from audiomill.config import RunConfig
 from audiomill.items import Shard
-from audiomill.runner.local import Stop, run_local
+from audiomill.runner.local import run_local
+from audiomill.runner.process import Stop
 from audiomill.runner.state import OutputFolder, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ A sink knows records, keys and declared field types, never codecs or sources.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -58,8 +57,11 @@ def get_format(name: str) -> Format:
         raise UsageError(f"unknown format {name!r}; known: {', '.join(_FORMATS)}")
     module = importlib.import_module(_FORMATS[name])
     fmt = module.FORMATS[name]
-    if fmt.needs and importlib.util.find_spec(fmt.needs) is None:
-        raise UsageError(f"--format {name} needs {fmt.needs}: pip install 'audiomill[{name}]'")
+    if fmt.needs:
+        try:
+            importlib.import_module(fmt.needs)
+        except ImportError as exc:
+            raise UsageError(f"--format {name} needs {fmt.needs} ({exc}): pip install 'audiomill[{name}]'") from None
     return fmt
 
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 
 from audiomill.items import Item, Shard
-from audiomill.sources import Want, is_audio_name, register
+from audiomill.sources.reader import Want, is_audio_name, register
 
 
 def list_audio_files(root: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from audiomill.errors import ShardError
 from audiomill.items import Item, Shard
-from audiomill.sources import Want, register
+from audiomill.sources.reader import Want, register
 
 PATH_FIELDS = ("audio_filepath", "audio", "path")
 KEY_FIELDS = ("key", "id")

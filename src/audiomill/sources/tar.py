@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from audiomill.errors import ShardError
 from audiomill.items import Item, Shard
-from audiomill.sources import Want, is_audio_name, register, unsafe_name_reason
+from audiomill.sources.reader import Want, is_audio_name, register, unsafe_name_reason
 
 MAX_SIDECAR_BYTES = 1 << 20
 IN_PLACE_BYTES = 8 << 20  # larger audio members of an uncompressed archive are decoded in place, not read

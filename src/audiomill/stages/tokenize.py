@@ -53,7 +53,27 @@ class TokenizeSettings:
         if unknown:
             raise UsageError(f"a tokenize stage has no setting {', '.join(unknown)}; its settings: "
                              f"{', '.join(sorted(names - {'weights'}))}")
-        return cls(**data)
+        return cls(**{key: _typed(key, value, getattr(cls(), key)) for key, value in data.items()})
+
+
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """A setting from a pipeline file as the flag would have parsed it (6 -> 6.0 for seconds)."""
+    flag = "--" + key.replace("_", "-")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UsageError(f"{flag}: expected true or false, not {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UsageError(f"{flag}: expected a number >= 0, not {value!r}")
+        return float(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise UsageError(f"{flag}: expected a table such as {{bandwidth = 6}}, not {value!r}")
+        return value
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"{flag}: expected a string, not {value!r}")
+    return value
 
 
 def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int, tokens: list[list[int]],

@@ -1,0 +1,115 @@
+"""The package's import graph: no cycles, and no core module importing the command line.
+
+Every import counts, at module level or inside a function: an import deferred to keep
+start-up fast still ties the two modules together.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import audiomill
+
+ROOT = os.path.dirname(audiomill.__file__)
+
+
+def modules() -> dict[str, str]:
+    found = {}
+    for folder, _, files in os.walk(ROOT):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                parts = os.path.relpath(path, os.path.dirname(ROOT))[:-3].split(os.sep)
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                found[".".join(parts)] = path
+    return found
+
+
+def imports_of(module: str, path: str, known: set[str]) -> set[str]:
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {module: imports_of(module, path, set(found)) for module, path in found.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in edges.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    edges = graph()
+    assert "audiomill.runner.shard" in edges and "audiomill.sinks.journal" in edges["audiomill.runner.shard"]
+    assert cycles(edges) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_core_module_imports_the_command_line():
+    edges = graph()
+    importers = sorted(m for m, targets in edges.items() if "audiomill.cli" in targets and m != "audiomill.__main__")
+    assert importers == []
+
+
+def test_the_runner_knows_protocols_not_implementations():
+    edges = graph()
+    concrete = {m for m in edges if m.startswith(("audiomill.stages.", "audiomill.sinks.", "audiomill.codecs."))}
+    concrete -= {"audiomill.sinks.journal"}  # the journal is the runner's half of every sink
+    for module in ("audiomill.runner.shard", "audiomill.runner.local", "audiomill.runner.decode"):
+        assert not edges[module] & concrete, (module, edges[module] & concrete)
