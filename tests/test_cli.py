@@ -174,3 +174,16 @@ def test_a_missing_extra_is_refused_before_any_work(acceptance_shards, tiny_snac
     common = ["tokenize", acceptance_shards["paths"][1], "--out", out, "--model-path", tiny_snac,
               "--format", "parquet"]
     _refused_then_accepted(common, common, out, "--format parquet needs pyarrow", env)
+
+
+def test_a_damaged_checkpoint_is_refused_before_any_work(acceptance_shards, tiny_snac, tmp_path):
+    import shutil
+
+    broken = tmp_path / "weights"
+    shutil.copytree(tiny_snac, broken)
+    (broken / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+    out = str(tmp_path / "out")
+    shard = acceptance_shards["paths"][1]
+    _refused_then_accepted(["tokenize", shard, "--out", out, "--model-path", str(broken)],
+                           ["tokenize", shard, "--out", out, "--model-path", tiny_snac], out,
+                           f"snac-24khz: cannot load {broken}: UnpicklingError")

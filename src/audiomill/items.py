@@ -12,7 +12,10 @@ class Shard:
 
     ``name`` is the output stem (``000001.tar`` -> ``000001``); ``kind`` names the
     source that reads it. Directory and manifest shards are slices
-    ``[start, start + count)`` of their sorted file list or of their lines.
+    ``[start, start + count)`` of their sorted file list or of their lines; once
+    planned, they are read from the plan's ``listing`` of their input (see
+    :mod:`audiomill.sources.listing`), from byte ``offset``, whose entry is on line
+    ``line`` (0-based) of the listing.
     """
 
     name: str
@@ -20,6 +23,9 @@ class Shard:
     path: str
     start: int = 0
     count: int | None = None
+    listing: str | None = None
+    offset: int = 0
+    line: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -153,13 +153,16 @@ def test_slurm_script_runs_the_plan_with_plain_sbatch(slurm_cluster, eight_shard
 def test_a_crashed_task_shows_its_traceback_in_status(slurm_cluster, eight_shards, tiny_snac, tmp_path):
     broken = tmp_path / "weights"
     shutil.copytree(tiny_snac, broken)
-    for name in os.listdir(broken):
-        if name != "config.json":  # present, so the launch accepts it; unreadable, so every task fails
-            (broken / name).write_bytes(b"not a checkpoint")
     out = tmp_path / "out"
-    result = slurm_tokenize(eight_shards[:2], out, str(broken), slurm_cluster, "--until-done")
-    assert result.returncode == 4, result.stderr  # not complete
-    assert "completed nothing" in result.stderr
+    launch = slurm_tokenize(eight_shards[:2], out, str(broken), slurm_cluster, "--until-done", background=True)
+    # the launch loads the weights before it plans; damaged once planned, they make every task fail
+    wait_until(lambda: (out / "_audiomill" / "plan.json").exists(), 120, "the plan")
+    for name in os.listdir(broken):
+        if name != "config.json":
+            (broken / name).write_bytes(b"not a checkpoint")
+    _, stderr = launch.communicate(timeout=600)
+    assert launch.returncode == 4, stderr  # not complete
+    assert "completed nothing" in stderr
     status = run_audiomill("status", str(out), env=slurm_cluster)
     assert "tasks: 2 crashed" in status.stdout, status.stdout  # one task per shard
     assert "    error: UnpicklingError" in status.stdout and "last traceback line:" in status.stdout

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import platform
+import shutil
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ def prepare(cfg: RunConfig) -> list[Shard]:
 
     ``cfg.out`` and the stages' settings are resolved in place (``cfg.outputs``)."""
     from audiomill.sinks import get_format
-    from audiomill.sources.discover import discover_shards
+    from audiomill.sources.discover import discover_shards, expand_inputs
     from audiomill.stages import stage_class
 
     cfg.out = os.path.abspath(cfg.out)
@@ -42,7 +43,9 @@ def prepare(cfg: RunConfig) -> list[Shard]:
         raise UsageError("--retry-errors works with --executor local only: run it on one node, then go on "
                          f"with --executor {cfg.executor}")
     get_format(cfg.format)
-    shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end)
+    expand_inputs(cfg.inputs)
+    if cfg.files_per_shard < 1:
+        raise UsageError("--files-per-shard must be at least 1")
     outputs = []
     for spec in cfg.stage_specs():
         cls = stage_class(spec["kind"])
@@ -54,8 +57,18 @@ def prepare(cfg: RunConfig) -> list[Shard]:
         parse_devices(cfg.devices)
     _check_writable(cfg.out)
     folder = OutputFolder(cfg.out)
+    existed = os.path.exists(cfg.out)
     with _plan_lock(folder):
-        _freeze(folder, cfg, shards)
+        planned = folder.exists()
+        try:  # folders and manifests are listed into the plan, once: see sources.listing
+            listing = os.path.join(folder.state, "listing")
+            os.makedirs(listing, exist_ok=True)
+            shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end, listing)
+            _freeze(folder, cfg, shards)
+        except BaseException:
+            if not planned:  # leave --out as it was found
+                shutil.rmtree(cfg.out if not existed else folder.state, ignore_errors=True)
+            raise
     folder.create(tuple(o["group"] for o in outputs))
     return shards
 

@@ -11,27 +11,26 @@ import os
 from collections.abc import Iterator
 
 from audiomill.items import Item, Shard
-from audiomill.sources.reader import Want, is_audio_name, register
+from audiomill.sources.listing import read_entries, walk_audio_files
+from audiomill.sources.reader import Want, register
 
 
 def list_audio_files(root: str) -> list[str]:
     """Audio files under ``root``, as sorted relative paths (``/``-separated)."""
-    found: list[str] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = os.path.relpath(folder, root)
-        for name in files:
-            if is_audio_name(name) and not name.startswith("."):
-                found.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
-    found.sort()
-    return found
+    return sorted(walk_audio_files(root))
+
+
+def _files(shard: Shard) -> Iterator[str]:
+    if shard.listing is not None:  # planned: straight from the frozen listing
+        yield from read_entries(shard.listing, shard.offset, shard.count or 0)
+        return
+    files = list_audio_files(shard.path)
+    yield from files[shard.start : len(files) if shard.count is None else shard.start + shard.count]
 
 
 @register("dir")
 def read_directory(shard: Shard, want: Want) -> Iterator[Item]:
-    files = list_audio_files(shard.path)
-    end = len(files) if shard.count is None else shard.start + shard.count
-    for index, rel in enumerate(files[shard.start : end]):
+    for index, rel in enumerate(_files(shard)):
         key = rel.rsplit(".", 1)[0]
         path = os.path.join(shard.path, rel)
         item = Item(key=key, source=shard.path, audio_file=rel, index=index)

@@ -4,7 +4,9 @@
 - ``x.jsonl``: a manifest, sliced into shards of ``files_per_shard`` lines named ``x-00000``...;
 - a folder holding tar archives: one shard per archive;
 - any other folder: its audio files, recursively, sliced like a manifest.
-Glob patterns are expanded if the shell did not do it.
+Glob patterns are expanded if the shell did not do it. With a ``listing_dir`` (the plan's),
+folders and manifests are listed into it once and their shards read from the listing
+(see :mod:`audiomill.sources.listing`); a listing already there is used as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 
 from audiomill.errors import UsageError
 from audiomill.items import Shard
-from audiomill.sources.directory import list_audio_files
+from audiomill.sources import listing as listings
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 MANIFEST_SUFFIXES = (".jsonl", ".json")
@@ -51,14 +53,15 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 
 def discover_shards(
-    inputs: list[str], files_per_shard: int = 1000, start: int | None = None, end: int | None = None
+    inputs: list[str], files_per_shard: int = 1000, start: int | None = None, end: int | None = None,
+    listing_dir: str | None = None,
 ) -> list[Shard]:
     """Every shard of ``inputs``; ``start``/``end`` (inclusive) keep numbered shards in range."""
     if files_per_shard < 1:
         raise UsageError("--files-per-shard must be at least 1")
     shards: list[Shard] = []
     for path in expand_inputs(inputs):
-        shards.extend(_shards_of(os.path.abspath(path), files_per_shard))
+        shards.extend(_shards_of(os.path.abspath(path), files_per_shard, listing_dir))
     if start is not None or end is not None:
         lo = -1 if start is None else start
         hi = float("inf") if end is None else end
@@ -81,22 +84,33 @@ def discover_shards(
     return unique
 
 
-def _shards_of(path: str, files_per_shard: int) -> list[Shard]:
+def _shards_of(path: str, files_per_shard: int, listing_dir: str | None) -> list[Shard]:
     base = os.path.basename(path.rstrip("/"))
     if os.path.isfile(path):
         if path.endswith(TAR_SUFFIXES):
             return [Shard(name=strip_suffix(base, TAR_SUFFIXES), kind="tar", path=path)]
         if path.endswith(MANIFEST_SUFFIXES):
-            count = _count_lines(path)
-            return _slices(strip_suffix(base, MANIFEST_SUFFIXES), "manifest", path, count, files_per_shard)
+            stem = strip_suffix(base, MANIFEST_SUFFIXES)
+            if listing_dir is None:
+                return _slices(stem, "manifest", path, _count_lines(path), files_per_shard)
+            listing = os.path.join(listing_dir, f"{stem}.manifest.jsonl")
+            if not os.path.exists(listing):
+                listings.copy_manifest(path, listing)
+            return listings.slices(listing, stem, "manifest", path, files_per_shard)
         raise UsageError(f"not a tar archive, a .jsonl manifest or a folder: {path}")
     tars = sorted(n for n in os.listdir(path) if n.endswith(TAR_SUFFIXES) and os.path.isfile(os.path.join(path, n)))
     if tars:
         return [Shard(name=strip_suffix(n, TAR_SUFFIXES), kind="tar", path=os.path.join(path, n)) for n in tars]
-    count = len(list_audio_files(path))
-    if count == 0:
+    if listing_dir is None:
+        count = sum(1 for _ in listings.walk_audio_files(path))
+        if count == 0:
+            raise UsageError(f"no tar archives or audio files in {path}")
+        return _slices(base, "dir", path, count, files_per_shard)
+    listing = os.path.join(listing_dir, f"{base}.files.jsonl")
+    if not os.path.exists(listing) and listings.list_folder(path, listing) == 0:
+        os.unlink(listing)
         raise UsageError(f"no tar archives or audio files in {path}")
-    return _slices(base, "dir", path, count, files_per_shard)
+    return listings.slices(listing, base, "dir", path, files_per_shard)
 
 
 def _slices(stem: str, kind: str, path: str, count: int, per_shard: int) -> list[Shard]:

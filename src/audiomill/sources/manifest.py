@@ -25,13 +25,16 @@ KEY_FIELDS = ("key", "id")
 def read_manifest(shard: Shard, want: Want) -> Iterator[Item]:
     folder = os.path.dirname(os.path.abspath(shard.path))
     end = None if shard.count is None else shard.start + shard.count
+    planned = shard.listing is not None  # the manifest as it was when planned, read from the shard's first line
     try:
-        handle = open(shard.path, encoding="utf-8")
+        handle = open(shard.listing if planned else shard.path, encoding="utf-8")
     except OSError as exc:
         raise ShardError(f"cannot read manifest {shard.path}: {exc}") from exc
     with handle:
-        index = -1
-        for number, line in enumerate(handle):
+        if planned:
+            handle.seek(shard.offset)
+        index = shard.start - 1 if planned else -1
+        for number, line in enumerate(iter(handle.readline, ""), shard.line if planned else 0):
             if not line.strip():
                 continue
             index += 1

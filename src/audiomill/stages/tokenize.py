@@ -106,6 +106,13 @@ def code_type(cardinality: int) -> str:
     return "int16" if cardinality <= 2**15 else "int32"
 
 
+def tokenize_fields(cardinality: int, clip_fields: tuple[str, ...] = ()) -> dict[str, str]:
+    """The fields of a tokenize record and their types (see :data:`audiomill.sinks.FIELD_TYPES`)."""
+    return {"key": "string", "tar_file": "string", "audio_file": "string", "num_samples": "int64",
+            "sample_rate": "int64", "codec": "string", "tokens": f"list<list<{code_type(cardinality)}>>",
+            "token_shape": "list<int32>", **{name: "list<int32>" for name in clip_fields}}
+
+
 class TokenizeStage(BatchedModelStage):
     """A codec behind the batched-model machinery; one record of codes per file."""
 
@@ -132,6 +139,12 @@ class TokenizeStage(BatchedModelStage):
         except ImportError as exc:
             raise UsageError(f"{cfg.codec} needs the extra audiomill[{info.extra}] ({exc}): "
                              f"pip install 'audiomill[{info.extra}]'") from None
+        except (UsageError, MemoryError):
+            raise
+        except Exception as exc:  # a damaged checkpoint, a config the model cannot be built from
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UsageError(f"{cfg.codec}: cannot load {cfg.weights or 'random weights'}: "
+                             f"{type(exc).__name__}: {reason}") from None
         kept = dataclasses.asdict(cfg)
         _checked[_cache_key(kept)] = codec  # a CPU worker in this process takes it instead of loading again
         return kept
@@ -155,10 +168,7 @@ class TokenizeStage(BatchedModelStage):
         self.codec = codec
         self.name = codec.name
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
-        codes = code_type(codec.cardinality)
-        self.fields = {"key": "string", "tar_file": "string", "audio_file": "string", "num_samples": "int64",
-                       "sample_rate": "int64", "codec": "string", "tokens": f"list<list<{codes}>>",
-                       "token_shape": "list<int32>", **{name: "list<int32>" for name in self.clip_fields}}
+        self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
         super().__init__(codec.sample_rate, codec.alignment, window_seconds, overlap_seconds, batch_seconds,
                          getattr(codec, "device", "cpu"), precision, compile, pipeline)
 
