@@ -67,3 +67,17 @@ def test_a_stage_that_fails_on_every_clip_stops_the_run_with_its_traceback(accep
     assert "Traceback (most recent call last)" in result.stderr and "TypeError" in result.stderr
     assert not [n for n in os.listdir(out / "broken") if "errors" in n and os.path.getsize(out / "broken" / n)]
     assert not (out / "_audiomill" / "done" / "broken" / "000002.json").exists()
+
+
+def test_a_stage_whose_package_is_missing_is_refused_before_any_work(acceptance_shards, tmp_path):
+    out = tmp_path / "out"
+    stages = [{"kind": "tests.stages.toy:NeedsMissing", "name": "needs"}]
+    result = run_audiomill("run", write_pipeline(tmp_path / "p.toml", [acceptance_shards["paths"][1]], out, stages))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "audiomill run: error: stage needs needs the package audiomill_no_such_package "
+        "(No module named 'audiomill_no_such_package')"]
+    assert not out.exists()
+    unknown = run_audiomill("run", write_pipeline(tmp_path / "q.toml", [acceptance_shards["paths"][1]], out,
+                                                  [{"kind": "vad", "name": "v"}]))
+    assert unknown.returncode == 1 and "unknown stage kind 'vad'" in unknown.stderr and not out.exists()

@@ -66,3 +66,9 @@ class Broken(BatchedModelStage):
 
     def model(self, tensor, lengths):
         return tensor + "a string"  # TypeError, as a real bug would raise
+
+
+class NeedsMissing(Thirds):
+    """A stage whose package is not installed here."""
+
+    needs = ("audiomill_no_such_package",)

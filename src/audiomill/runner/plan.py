@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import os
 import platform
 import shutil
@@ -49,6 +50,11 @@ def prepare(cfg: RunConfig) -> list[Shard]:
     outputs = []
     for spec in cfg.stage_specs():
         cls = stage_class(spec["kind"])
+        for package in getattr(cls, "needs", ()):
+            try:
+                importlib.import_module(package)
+            except ImportError as exc:
+                raise UsageError(f"stage {spec['group'] or spec['kind']} needs the package {package} ({exc})") from None
         outputs.append({"group": spec["group"], "kind": spec["kind"], "settings": cls.check(spec["settings"])})
     cfg.outputs = outputs
     if cfg.executor == "local":  # a cluster's nodes have their own devices

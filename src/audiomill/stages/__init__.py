@@ -55,6 +55,10 @@ class FileOutput:
 
 
 class Stage(Protocol):
+    """A stage instance; its class (the stage *kind*) also has ``check(settings) -> settings`` (run when
+    the plan is made: everything a worker will need, checked on this machine), ``build(settings, device)``
+    and ``needs``, the packages it imports (checked before ``check``)."""
+
     name: str  # for logs and errors
     sample_rate: int
     window: int  # samples per window of a long file (0: the whole file in one)

@@ -25,6 +25,7 @@ class PerFileStage:
     overlap = 0
     alignment = 1
     fields: dict[str, str] = {}
+    needs: tuple[str, ...] = ()  # packages it imports: a missing one refuses the run before it starts
 
     def __init__(self) -> None:
         self.guard = FailureGuard(self.name)
