@@ -380,7 +380,10 @@ class _Consumer:
                 counts["errors" if output.error is not None else "files"] += 1
                 counts["audio_seconds"] += output.audio_seconds
             if not file.pending:
-                del self.files[output.ticket]
+                del self.files[output.ticket]  # its "done" from the decoder, if still to come, finds nothing
+                if not file.decoded:
+                    file.decoded = True
+                    run.decoding -= 1
                 run.finished += 1
         for run, counts in touched.values():
             for sink in run.sinks.values():
