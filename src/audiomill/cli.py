@@ -180,7 +180,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required: bool = True) -> None:
+def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required: bool = True,
+                        config: bool = True) -> None:
     tok.add_argument("inputs", nargs=inputs, metavar="INPUT",
                      help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests, or globs")
     tok.add_argument("--out", "-o", required=out_required, help="output folder (created if missing)")
@@ -218,7 +219,8 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required:
     tok.add_argument("--log-interval", type=_positive(float), default=30.0, metavar="S",
                      help="seconds between progress lines in log mode")
     tok.add_argument("--log-file", default=None, metavar="FILE", help="also write the log to FILE")
-    _add_config(tok)
+    if config:
+        _add_config(tok)
 
 
 def _add_slurm(parser: argparse.ArgumentParser) -> None:
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
     )
     pipe.add_argument("pipeline", metavar="FILE.toml", help="the pipeline file")
-    _add_tokenize_flags(pipe, inputs="*", out_required=False)
+    _add_tokenize_flags(pipe, inputs="*", out_required=False, config=False)
     _add_executors(pipe)
     pipe.set_defaults(func=cmd_run, stages=[])
 
