@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 KINDS = {"tokenize": "audiomill.stages.tokenize:TokenizeStage"}
 
-# Record fields every stage's records start with (see base_record); metadata that clashes goes under "meta".
-BASE_FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string"}
 
 
 @dataclass
