@@ -187,3 +187,29 @@ def test_a_damaged_checkpoint_is_refused_before_any_work(acceptance_shards, tiny
     _refused_then_accepted(["tokenize", shard, "--out", out, "--model-path", str(broken)],
                            ["tokenize", shard, "--out", out, "--model-path", tiny_snac], out,
                            f"snac-24khz: cannot load {broken}: UnpicklingError")
+
+
+def test_two_launches_at_once_with_different_codecs_leave_one_plan(acceptance_shards, tiny_snac, tiny_snac_32k,
+                                                                   tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    for round in range(3):
+        out = tmp_path / f"out{round}"
+        launches = {codec: subprocess.Popen(
+            [sys.executable, "-m", "audiomill", "tokenize", acceptance_shards["paths"][1], "--out", str(out),
+             "--codec", codec, "--model-path", model, "--devices", "cpu"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            for codec, model in (("snac-24khz", tiny_snac), ("snac-32khz", tiny_snac_32k))}
+        ended = {codec: (p.wait(timeout=300), p.stderr.read()) for codec, p in launches.items()}
+        winners = [codec for codec, (code, _) in ended.items() if code == 0]
+        assert len(winners) == 1, ended
+        loser = next(codec for codec in ended if codec not in winners)
+        code, stderr = ended[loser]
+        assert code == 1 and stderr.strip().splitlines() == [
+            f"audiomill tokenize: error: {out} was made with --codec {winners[0]}, not {loser}: use another --out, "
+            f"or the same --codec"]
+        plan = json.load(open(out / "_audiomill" / "plan.json"))
+        assert [o["settings"]["codec"] for o in plan["outputs"]] == winners
+        assert {json.loads(line)["codec"] for line in open(out / "000002.jsonl")} == set(winners)

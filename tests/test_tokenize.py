@@ -251,3 +251,29 @@ def test_peak_memory_does_not_grow_with_files_or_file_length(tmp_path):
     assert len(read_jsonl(tmp_path / "out-many" / "many-00000.jsonl")) == 300
     record = read_jsonl(tmp_path / "out-long" / "long-00000.jsonl")[0]
     assert record["num_samples"] == 900 * 24000
+
+
+def test_a_deleted_or_cut_output_and_a_damaged_done_marker_are_noticed_and_written_again(acceptance_shards,
+                                                                                         tiny_snac, tmp_path):
+    out = tmp_path / "out"
+    common = ["tokenize", acceptance_shards["paths"][1], "--out", str(out), "--model-path", tiny_snac]
+    assert run_audiomill(*common).returncode == 0
+    written = (out / "000002.jsonl").read_bytes()
+    for damage in ("delete", "cut", "marker"):
+        if damage == "delete":
+            os.unlink(out / "000002.jsonl")
+        elif damage == "cut":
+            (out / "000002.jsonl").write_bytes(written[: len(written) // 3])
+        else:
+            (out / "_audiomill" / "done" / "000002.json").write_text('{"items": 4, "err')
+        if damage != "marker":
+            status = run_audiomill("status", str(out), "--check-validity")
+            assert status.returncode == 1 and "000002" in status.stdout and "damaged" in status.stdout
+            assert "1 shards: 0 complete, 1 damaged" in status.stdout
+        again = run_audiomill(*common)
+        assert again.returncode == 0, again.stderr
+        reason = {"delete": "000002.jsonl is missing", "cut": "000002.jsonl has changed",
+                  "marker": "000002.json is damaged (JSONDecodeError): ignoring it"}[damage]
+        assert reason in again.stderr
+        assert (out / "000002.jsonl").read_bytes() == written
+        assert "0 problems" in run_audiomill("status", str(out), "--check-validity", check=True).stdout

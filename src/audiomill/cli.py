@@ -576,6 +576,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     print(f"    problem: {problem}")
         parts = [f"{summary.get(k, 0)} {k.replace('_', ' ')}" for k in
                  ("complete", "running", "partial", "failed", "not_started")]
+        if summary.get("damaged"):
+            parts.insert(1, f"{summary['damaged']} damaged")
         print(f"{summary['shards']} shards: {', '.join(parts)}; {summary['files']} files, {summary['errors']} errors, "
               f"{summary['audio_hours']:.3f} h audio" + (f"; {summary['problems']} problems" if args.check_validity
                                                           else ""))

@@ -10,12 +10,13 @@ from typing import Any
 from audiomill.items import Shard
 from audiomill.runner.state import OutputFolder
 from audiomill.sinks import Format, errors_name, final_name
+from audiomill.sinks.journal import file_digest
 
 
 @dataclass
 class ShardState:
     shard: Shard
-    state: str  # complete | running | partial | failed | not started
+    state: str  # complete | damaged | running | partial | failed | not started
     files: int = 0
     errors: int = 0
     audio_seconds: float = 0.0
@@ -29,8 +30,10 @@ def shard_state(folder: OutputFolder, shard: Shard, group: str = "", fmt: Format
     stats = folder.done_stats(shard.name, group)
     holder = folder.holder(shard.name)
     if stats is not None and holder is None:
-        return ShardState(shard, "complete", stats.get("items", 0), stats.get("errors", 0),
-                          stats.get("audio_seconds", 0.0), group=group)
+        damage = folder.damage(shard.name, group, stats, fmt)
+        return ShardState(shard, "damaged" if damage else "complete", stats.get("items", 0), stats.get("errors", 0),
+                          stats.get("audio_seconds", 0.0), detail=f"{damage}: a rerun writes it again" if damage else "",
+                          group=group)
     files, errors = folder.journal_counts(shard.name, group, fmt)
     if holder is not None:
         who = holder.get("holder") or f"pid {holder.get('pid')}"
@@ -48,14 +51,20 @@ def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list
     base = folder.group_dir(state.group)
     name = state.shard.name
     problems: list[str] = []
+    if state.state == "damaged":
+        return [state.detail]
     if state.state == "complete":
         path = os.path.join(base, final_name(name, fmt))
-        if not os.path.exists(path):
-            return [f"{final_name(name, fmt)} is missing"]
+        stats = folder.done_stats(name, state.group) or {}
+        kept = stats.get("output") or {}
+        if kept.get("sha256") and file_digest(path)["sha256"] != kept["sha256"]:
+            problems.append(f"{final_name(name, fmt)} is not the file that was written (its checksum differs)")
         try:
             keys = [record["key"] for record in fmt.read(path)]
         except Exception as exc:  # any damage at all is a problem to report, not a traceback
-            return [f"{final_name(name, fmt)}: unreadable ({type(exc).__name__}: {exc})"]
+            return problems + [f"{final_name(name, fmt)}: unreadable ({type(exc).__name__}: {exc})"]
+        if "records" in stats and len(keys) != stats["records"]:
+            problems.append(f"{final_name(name, fmt)} holds {len(keys)} records; {stats['records']} were written")
         errors_path = os.path.join(base, errors_name(name))
     else:
         journal, errors_path = folder.journals(name, state.group, fmt)
@@ -115,7 +124,7 @@ def totals(states: list[ShardState]) -> dict[str, Any]:
     by_shard: dict[str, list[ShardState]] = {}
     for s in states:
         by_shard.setdefault(s.shard.name, []).append(s)
-    rank = ("failed", "running", "partial", "not started", "complete")
+    rank = ("failed", "damaged", "running", "partial", "not started", "complete")
     by_state: dict[str, int] = {}
     for group in by_shard.values():
         worst = min((s.state for s in group), key=lambda state: rank.index(state) if state in rank else 0)

@@ -231,8 +231,18 @@ class ShardProcessor:
             return None
         todo: dict[int, dict[str, Any] | None] = {}
         complete: dict[str, dict[str, Any]] = {}
+        sinks: dict[int, ShardSink] = {}
         for index, output in enumerate(self.outputs):
+            sinks[index] = ShardSink(self.folder.group_dir(output.group), shard.name, self.fmt, output.stage.fields,
+                                     self.folder.schema(output.group))
             stats = self.folder.done_stats(shard.name, output.group)
+            damage = self.folder.damage(shard.name, output.group, stats, self.fmt) if stats is not None else None
+            if damage:
+                log.warning("%s%s was complete, but %s: writing it again", shard.name,
+                            f" ({output.group})" if output.group else "", damage)
+                self.folder.unmark_done(shard.name, output.group)
+                sinks[index].discard()
+                stats = None
             if stats is None or (retry_errors and stats.get("errors", 0) > 0):
                 todo[index] = stats
             else:
@@ -241,16 +251,12 @@ class ShardProcessor:
             lock.release()
             control.put(("result", ShardResult(shard.name, "complete", merge_stats(complete))))
             return None
-        sinks: dict[int, ShardSink] = {}
         done: dict[int, set[str]] = {}
         for index, previous in todo.items():
-            output = self.outputs[index]
             if previous is not None:
-                self.folder.unmark_done(shard.name, output.group)
-            sink = ShardSink(self.folder.group_dir(output.group), shard.name, self.fmt, output.stage.fields,
-                             self.folder.schema(output.group))
-            done[index] = sink.open(retry_errors, previous)
-            sinks[index] = sink
+                self.folder.unmark_done(shard.name, self.outputs[index].group)
+            done[index] = sinks[index].open(retry_errors, previous)
+        sinks = {index: sinks[index] for index in todo}
         resumed = {self.outputs[i].group or "output": len(keys) for i, keys in done.items() if keys}
         if resumed:
             log.info("%s: resuming, files already written: %s", shard.name,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from audiomill.sinks import Format
 
 STATE_DIR = "_audiomill"
+
+log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: str, data: Any) -> None:
@@ -55,6 +58,22 @@ def count_lines(path: str) -> int:
 def read_json(path: str) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_marker(path: str) -> dict[str, Any] | None:
+    """A state file, or None if there is none. One that is not a JSON object (damaged by hand, a disk
+    error) counts as absent, with a warning: its shard is simply done again."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s is damaged (%s): ignoring it", path, type(exc).__name__)
+        return None
+    if not isinstance(data, dict):
+        log.warning("%s is damaged (not a JSON object): ignoring it", path)
+        return None
+    return data
 
 
 class ShardLock:
@@ -131,16 +150,35 @@ class OutputFolder:
             os.path.join(self.state, kind, f"{name}.json")
 
     def done_stats(self, name: str, group: str = "") -> dict[str, Any] | None:
-        path = self._marker("done", name, group)
-        return read_json(path) if os.path.exists(path) else None
+        return read_marker(self._marker("done", name, group))
 
     def mark_done(self, name: str, stats: dict[str, Any], group: str = "") -> None:
         write_json_atomic(self._marker("done", name, group), stats)
         self.clear_failed(name)
 
-    def complete(self, name: str, groups: list[str]) -> bool:
-        """Every output group of the shard is marked done."""
-        return all(os.path.exists(self._marker("done", name, group)) for group in groups)
+    def complete(self, name: str, groups: list[str], fmt: "Format | None" = None) -> bool:
+        """Every output group of the shard is marked done, and its files are still those written."""
+        fmt = fmt or self.format()
+        for group in groups:
+            stats = self.done_stats(name, group)
+            if stats is None or self.damage(name, group, stats, fmt):
+                return False
+        return True
+
+    def damage(self, name: str, group: str, stats: dict[str, Any], fmt: "Format") -> str | None:
+        """Why the files of a shard marked done (with ``stats``) are not those it wrote, or None."""
+        from audiomill.sinks import errors_name, final_name
+
+        folder = self.group_dir(group)
+        path = os.path.join(folder, final_name(name, fmt))
+        kept = stats.get("output")
+        if not os.path.exists(path):
+            return f"{final_name(name, fmt)} is missing"
+        if isinstance(kept, dict) and os.path.getsize(path) != kept.get("bytes"):
+            return f"{final_name(name, fmt)} has changed: {os.path.getsize(path)} bytes, not {kept.get('bytes')}"
+        if stats.get("errors") and not os.path.exists(os.path.join(folder, errors_name(name))):
+            return f"{errors_name(name)} is missing"
+        return None
 
     def unmark_done(self, name: str, group: str = "") -> None:
         path = self._marker("done", name, group)
@@ -148,8 +186,7 @@ class OutputFolder:
             os.unlink(path)
 
     def failure(self, name: str) -> dict[str, Any] | None:
-        path = self._marker("failed", name)
-        return read_json(path) if os.path.exists(path) else None
+        return read_marker(self._marker("failed", name))
 
     def mark_failed(self, name: str, reason: str) -> None:
         write_json_atomic(self._marker("failed", name), {"shard": name, "reason": reason, "time": time.time()})

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 def remaining_shards(folder: OutputFolder) -> list[Shard]:
     """The plan's shards that some stage has not marked done, failed ones included (a task may read them again)."""
-    groups = folder.groups()
-    return [s for s in folder.shards() if not folder.complete(s.name, groups)]
+    groups, fmt = folder.groups(), folder.format()
+    return [s for s in folder.shards() if not folder.complete(s.name, groups, fmt)]
 
 
 def left_to_do(folder: OutputFolder) -> list[Shard]:

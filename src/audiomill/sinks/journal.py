@@ -15,6 +15,7 @@ done marker: a kill anywhere in between leaves a shard that finishes again ident
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -26,6 +27,15 @@ from audiomill.sinks import Format, SchemaStore, errors_name, final_name, journa
 def dumps(record: dict[str, Any]) -> bytes:
     """A record as one JSON line: compact, UTF-8, keys in the order the stage wrote them."""
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def file_digest(path: str) -> dict[str, Any]:
+    """What a done marker keeps of a final file, to notice later that it went missing or changed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
 def scan_lines(path: str) -> list[tuple[str, int, int]]:
@@ -165,7 +175,14 @@ class ShardSink:
         elif os.path.exists(self.errors_path):
             os.unlink(self.errors_path)
         counts["audio_seconds"] = round(counts["audio_seconds"], 3)
+        counts["output"] = file_digest(self.path)
         return counts
+
+    def discard(self) -> None:
+        """Remove the shard's files, to write it again from nothing."""
+        for path in (self.path, self.errors_path, self.journal.path, self.errors.path):
+            if os.path.exists(path):
+                os.unlink(path)
 
     def cleanup(self) -> None:
         for path in (self.journal.path, self.errors.path):
