@@ -213,3 +213,22 @@ def test_two_launches_at_once_with_different_codecs_leave_one_plan(acceptance_sh
         plan = json.load(open(out / "_audiomill" / "plan.json"))
         assert [o["settings"]["codec"] for o in plan["outputs"]] == winners
         assert {json.loads(line)["codec"] for line in open(out / "000002.jsonl")} == set(winners)
+
+
+def test_status_with_inputs_slices_them_as_the_plan_did(tiny_snac, tmp_path):
+    from tests.conftest import sentence_audio
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for number in range(3):
+        (folder / f"f{number}.wav").write_bytes(sentence_audio(number, "wav"))
+    out = str(tmp_path / "out")
+    run_audiomill("tokenize", str(folder), "--out", out, "--model-path", tiny_snac, "--files-per-shard", "2",
+                  check=True)
+    status = run_audiomill("status", out, str(folder), check=True).stdout
+    assert "2 shards: 2 complete" in status
+
+
+def test_help_claims_no_default_for_a_flag_that_turns_something_off():
+    text = build_parser()._subparsers._group_actions[0].choices["bench"].format_help()
+    assert "--no-naive" in text and "(default: True)" not in text.split("--no-naive", 1)[1].split("\n  -")[0]

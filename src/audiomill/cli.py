@@ -22,7 +22,8 @@ EXIT_CODES = """exit status:
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):  # no "(default: None)" after help that says what none means
-        if action.default is None or action.default is False or action.default == []:
+        if (action.default is None or action.default is False or action.default == []
+                or isinstance(action, argparse._StoreFalseAction)):  # --no-naive is not "default: True"
             return action.help
         return super()._get_help_string(action)
 
@@ -339,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("inputs", nargs="*", metavar="INPUT",
                     help="check against these inputs instead of the shards of the run's plan")
     _add_selection(st)
+    st.set_defaults(files_per_shard=None)  # the plan's
     st.add_argument("--check-validity", action="store_true",
                     help="parse every line and check that every key is unique within its shard")
     st.add_argument("--remaining", metavar="FILE", default=None,
@@ -540,8 +542,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from audiomill.status import collect, task_states, totals
 
     folder = OutputFolder(args.out)
-    if args.inputs:
-        shards = discover_shards(args.inputs, args.files_per_shard, args.start, args.end)
+    if args.inputs:  # sliced as the plan slices them, unless told otherwise
+        per_shard = args.files_per_shard or (folder.read_plan()["config"].get("files_per_shard", 1000)
+                                             if folder.exists() else 1000)
+        shards = discover_shards(args.inputs, per_shard, args.start, args.end)
     elif folder.exists():
         shards = folder.shards()
     else:

@@ -44,7 +44,7 @@ class Progress:
 
     def summary(self) -> str:
         return (
-            f"{self.shards_done}/{self.total_shards} shards, {self.files} files, {self.errors} errors, "
+            f"{self.shards_done}/{self.total_shards} shards complete, {self.files} files, {self.errors} errors, "
             f"{self.audio_seconds / 3600:.3f} h audio, {self.realtime_factor:.1f}x real time, "
             f"elapsed {format_duration(time.time() - self.started)}"
         )
@@ -55,7 +55,7 @@ class Progress:
             self.files += event.get("files", 0)
             self.errors += event.get("errors", 0)
             self.audio_seconds += event.get("audio_seconds", 0.0)
-        elif kind == "shard":
+        elif kind == "shard" and event.get("status") in ("done", "complete"):  # not held or failed ones
             self.shards_done += 1
             if self._bar is not None:
                 self._bar.update(1)

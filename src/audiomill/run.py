@@ -66,6 +66,14 @@ def run(cfg: RunConfig, slurm=None) -> int:
         reason = next(r.reason for r in results if r.name == name)
         log.error("shard %s failed: %s", name, reason)
     held = by_status.get("held", [])
+    if held:  # another run may have finished them meanwhile: then they are complete for this one too
+        folder = OutputFolder(cfg.out)
+        groups, fmt = folder.groups(), folder.format()
+        finished = [name for name in held if folder.complete(name, groups, fmt)]
+        for name in finished:
+            by_status.setdefault("complete", []).append(name)
+            errors += sum((folder.done_stats(name, group) or {}).get("errors", 0) for group in groups)
+        held = [name for name in held if name not in finished]
     if held:
         log.warning("%d shard(s) held by another process, left to it: %s", len(held), ", ".join(held[:10]))
     complete = len(by_status.get("done", [])) + len(by_status.get("complete", []))
