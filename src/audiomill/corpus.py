@@ -111,11 +111,43 @@ def speech(seconds: float, seed: int = 0) -> tuple[np.ndarray, int]:
     return np.concatenate(parts)[: int(seconds * rate)], rate
 
 
+# Formats libsndfile does not write, made with FFmpeg (PyAV): extension -> (container, codec, sample rate)
+FFMPEG_FORMATS = {
+    "m4a": ("ipod", "aac", 44100), "m4b": ("ipod", "aac", 22050), "aac": ("adts", "aac", 32000),
+    "opus": ("ogg", "libopus", 48000), "webm": ("webm", "libopus", 48000), "aiff": ("aiff", "pcm_s16be", 44100),
+    "aif": ("aiff", "pcm_s24be", 16000), "caf": ("caf", "pcm_s16le", 24000), "wv": ("wv", "wavpack", 44100),
+    "ac3": ("ac3", "ac3", 48000), "w64": ("w64", "pcm_s16le", 16000),
+}
+
+
+def encode_with_ffmpeg(samples: np.ndarray, rate: int, extension: str) -> bytes:
+    """``samples`` (mono) in one of :data:`FFMPEG_FORMATS`, through PyAV's FFmpeg."""
+    import av
+
+    container, codec, target_rate = FFMPEG_FORMATS[extension]
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as output:
+        stream = output.add_stream(codec, rate=target_rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32)[None, :], format="flt",
+                                           layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=target_rate)
+        for converted in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(converted):
+                output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    return buffer.getvalue()
+
+
 def encode_audio(samples: np.ndarray, rate: int, extension: str) -> bytes:
     """``samples`` (mono) as a file of the given format, resampled and channel-expanded as real corpora are."""
     import soundfile
     import soxr
 
+    if extension in FFMPEG_FORMATS:
+        return encode_with_ffmpeg(samples, rate, extension)
     fmt, subtype, target_rate, channels = FORMATS[extension]
     data = soxr.resample(samples, rate, target_rate) if rate != target_rate else samples
     if channels == 2:  # a slightly different right channel, as in real stereo

@@ -1,4 +1,5 @@
-"""A folder of audio files, searched recursively; a shard is a slice of its sorted list.
+"""A folder of audio files, searched recursively; a shard is a slice of its sorted list. (And a single
+audio file given as an input: a shard of one.)
 
 The key of a file is its path relative to the folder, without the extension; a
 ``x.json`` beside ``x.mp3`` becomes the item's metadata.
@@ -39,13 +40,30 @@ def read_directory(shard: Shard, want: Want) -> Iterator[Item]:
             yield item
             continue
         item.path = path
-        sidecar = os.path.join(shard.path, key + ".json")
-        if os.path.isfile(sidecar):
-            try:
-                with open(sidecar, encoding="utf-8") as handle:
-                    loaded = json.load(handle)
-                if isinstance(loaded, dict):
-                    item.meta = loaded
-            except (OSError, ValueError):
-                pass
+        item.meta = _sidecar(os.path.join(shard.path, key + ".json"))
         yield item
+
+
+def _sidecar(path: str) -> dict:
+    """The metadata of a ``x.json`` beside ``x.mp3``, if there is one."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+@register("file")
+def read_file(shard: Shard, want: Want) -> Iterator[Item]:
+    """A single audio file given as an input: a shard of one, keyed by its name without the extension."""
+    folder, name = os.path.split(shard.path)
+    item = Item(key=name.rsplit(".", 1)[0], source=shard.path, audio_file=name, index=0)
+    if not want(item.key):
+        item.skipped = True
+    else:
+        item.path = shard.path
+        item.meta = _sidecar(os.path.join(folder, item.key + ".json"))
+    yield item

@@ -1,6 +1,7 @@
 """Turn the user's input paths into a list of shards.
 
-- ``x.tar`` (``.tar.gz``, ``.tgz``): one shard named ``x``;
+- ``x.tar`` (``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``): one shard named ``x``;
+- ``x.flac`` (any audio file): one shard named ``x`` holding that file;
 - ``x.jsonl``: a manifest, sliced into shards of ``files_per_shard`` lines named ``x-00000``...;
 - a folder holding tar archives: one shard per archive;
 - any other folder: its audio files, recursively, sliced like a manifest.
@@ -18,8 +19,9 @@ import re
 from audiomill.errors import UsageError
 from audiomill.items import Shard
 from audiomill.sources import listing as listings
+from audiomill.sources.reader import is_audio_name
 
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MANIFEST_SUFFIXES = (".jsonl", ".json")
 _NUMBER = re.compile(r"(\d+)$")
 
@@ -97,9 +99,15 @@ def _shards_of(path: str, files_per_shard: int, listing_dir: str | None) -> list
             if not os.path.exists(listing):
                 listings.copy_manifest(path, listing)
             return listings.slices(listing, stem, "manifest", path, files_per_shard)
-        raise UsageError(f"not a tar archive, a .jsonl manifest or a folder: {path}")
+        if is_audio_name(base):
+            return [Shard(name=base.rsplit(".", 1)[0], kind="file", path=path)]
+        raise UsageError(f"not a tar archive, a .jsonl manifest, an audio file or a folder: {path}")
     tars = sorted(n for n in os.listdir(path) if n.endswith(TAR_SUFFIXES) and os.path.isfile(os.path.join(path, n)))
     if tars:
+        loose = next(listings.walk_audio_files(path), None)
+        if loose is not None:
+            raise UsageError(f"{path} holds both tar archives and audio files (such as {loose}): pass the archives "
+                             f"({os.path.join(path, '*.tar')}) or the audio files' folder, not both at once")
         return [Shard(name=strip_suffix(n, TAR_SUFFIXES), kind="tar", path=os.path.join(path, n)) for n in tars]
     if listing_dir is None:
         count = sum(1 for _ in listings.walk_audio_files(path))

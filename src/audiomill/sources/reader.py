@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 
 from audiomill.items import Item, Shard
 
+# What libsndfile or FFmpeg reads (the extension decides what a folder or an archive offers as audio).
 AUDIO_EXTENSIONS = frozenset(
-    {"mp3", "wav", "flac", "ogg", "oga", "opus", "m4a", "aac", "wma", "webm", "aiff", "aif", "au", "mp4", "sph"}
+    {"mp3", "wav", "flac", "ogg", "oga", "opus", "m4a", "m4b", "aac", "wma", "webm", "aiff", "aif", "aifc", "au",
+     "mp4", "sph", "caf", "wv", "w64", "rf64", "ac3", "mka", "amr", "spx", "mp2", "ape", "tta", "voc"}
 )
 
 Want = Callable[[str], bool]
