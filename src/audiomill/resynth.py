@@ -132,7 +132,7 @@ def resynth(path: str, wav_dir: str, model_path: str | None = None, limit: int |
         wav = wav[:wanted] if len(wav) >= wanted else np.pad(wav, (0, wanted - len(wav)))
         target = os.path.join(wav_dir, safe_name(record["key"]) + ".wav")
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        soundfile.write(target, np.clip(wav, -1.0, 1.0), codec.sample_rate, subtype="PCM_16")
+        soundfile.write(os.fsencode(target), np.clip(wav, -1.0, 1.0), codec.sample_rate, subtype="PCM_16")  # any name
         written += 1
         if limit is not None and written >= limit:
             break

@@ -28,9 +28,10 @@ def run(cfg: RunConfig, slurm=None) -> int:
     if cfg.executor != "local":
         return _launch_cluster(cfg, shards, slurm)
     logs = os.path.join(cfg.out, "_audiomill", "logs")
-    handlers = [logging.FileHandler(os.path.join(logs, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"))]
+    handlers = [logging.FileHandler(os.path.join(logs, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"),
+                                    encoding="utf-8", errors="backslashreplace")]
     if cfg.log_file:
-        handlers.append(logging.FileHandler(cfg.log_file))
+        handlers.append(logging.FileHandler(cfg.log_file, encoding="utf-8", errors="backslashreplace"))
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger().addHandler(handler)

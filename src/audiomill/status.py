@@ -40,7 +40,8 @@ def shard_state(folder: OutputFolder, shard: Shard, group: str = "", fmt: Format
         return ShardState(shard, "running", files, errors, detail=f"{who} on {holder.get('host', '?')}", group=group)
     failure = folder.failure(shard.name)
     if failure is not None:
-        return ShardState(shard, "failed", files, errors, detail=failure.get("reason", ""), group=group)
+        reason = str(failure.get("reason", "")).strip().splitlines()  # the traceback stays in the marker
+        return ShardState(shard, "failed", files, errors, detail=reason[0] if reason else "", group=group)
     if any(os.path.exists(path) for path in folder.journals(shard.name, group, fmt)):
         return ShardState(shard, "partial", files, errors, group=group)
     return ShardState(shard, "not started", group=group)
@@ -85,7 +86,7 @@ def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list
 
 def _lines(path: str, problems: list[str], torn_ok: bool) -> list[dict[str, Any]]:
     """The parsable lines of a JSON Lines file that have a key; the others are problems."""
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         return []
     found = []
     name = os.path.basename(path)

@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,10 @@ class _File:
     pending: set[int]
     windows: dict[int, int]  # output index -> windows given to it so far
     decoded: bool = False
+
+
+def _with_traceback(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))}"
 
 
 def error_record(item: Item, reason: str) -> dict[str, Any]:
@@ -183,7 +188,14 @@ class ShardProcessor:
             for shard in shards:
                 if stop.is_set():
                     break
-                run = self._open(shard, retry_errors, control)
+                try:
+                    run = self._open(shard, retry_errors, control)
+                except Exception as exc:  # its output cannot be opened: this shard fails, the others go on
+                    reason = _with_traceback(exc)
+                    self.folder.mark_failed(shard.name, reason)
+                    log.error("shard %s failed: %s", shard.name, reason)
+                    control.put(("result", ShardResult(shard.name, "failed", reason=reason)))
+                    continue
                 if run is None:
                     continue
                 with consumer.guard:
@@ -202,6 +214,9 @@ class ShardProcessor:
                         self._hand_out(run, item, next(counter), control, consumer)
                 except ShardError as exc:
                     control.put(("shard_error", run, str(exc)))
+                    continue
+                except Exception as exc:  # anything else while reading one shard fails that shard alone
+                    control.put(("shard_error", run, _with_traceback(exc)))
                     continue
                 control.put(("fed", run))
         except BaseException as exc:  # the consumer re-raises it
@@ -229,6 +244,14 @@ class ShardProcessor:
         if lock is None:
             control.put(("result", ShardResult(shard.name, "held", reason="another process holds it")))
             return None
+        try:
+            return self._resume(shard, lock, retry_errors, control)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _resume(self, shard: Shard, lock: ShardLock, retry_errors: bool, control: queue.Queue) -> _Run | None:
+        """The locked shard's outputs still to write, opened where an earlier run left them."""
         todo: dict[int, dict[str, Any] | None] = {}
         complete: dict[str, dict[str, Any]] = {}
         sinks: dict[int, ShardSink] = {}
@@ -283,6 +306,7 @@ class _Consumer:
         # all, even one locked while the consumer was leaving (a reused Ray worker process lives on).
         self.guard = threading.Lock()
         self.opened: list[_Run] = []
+        self.failures: list[ShardResult] = []  # shards failed while delivering, reported at the next settle
 
     def _close(self, run: _Run) -> None:
         with self.guard:
@@ -302,15 +326,21 @@ class _Consumer:
         elif kind == "file_error":
             self._failed(message[1], message[2])
         elif kind == "shard_error":
-            run, reason = message[1], message[2]
-            run.failed = True
-            for sink in run.sinks.values():
-                sink.close()
-            self.folder.mark_failed(run.shard.name, reason)
-            self._close(run)
+            yield self._fail(message[1], message[2])
+
+    def _fail(self, run: _Run, reason: str) -> ShardResult:
+        """The shard cannot go on: what it has written stays resumable, the others go on."""
+        run.failed = True
+        for sink in run.sinks.values():
+            sink.close()
+        self.folder.mark_failed(run.shard.name, reason)
+        self._close(run)
+        if run in self.runs:
             self.runs.remove(run)
-            log.error("%s: %s", run.shard.name, reason)
-            yield ShardResult(run.shard.name, "failed", reason=reason)
+        for ticket in [t for t, file in self.files.items() if file.run is run]:
+            del self.files[ticket]
+        log.error("shard %s failed: %s", run.shard.name, reason)
+        return ShardResult(run.shard.name, "failed", reason=reason)
 
     def decoded(self, message: tuple) -> Iterator[ShardResult]:
         kind, ticket = message[0], message[1]
@@ -365,6 +395,8 @@ class _Consumer:
         for run in list(self.runs):
             if run.fed and run.finished == run.submitted:
                 yield self._finish(run)
+        while self.failures:
+            yield self.failures.pop(0)
 
     def _deliver(self, index: int, outputs: list[FileOutput]) -> None:
         touched: dict[int, tuple[_Run, dict[str, float]]] = {}
@@ -377,10 +409,14 @@ class _Consumer:
             if run.failed:
                 continue
             sink = run.sinks[index]
-            if output.error is not None:
-                sink.write_error(error_record(output.item, output.error))
-            else:
-                sink.write(output.item.key, output.records, round(output.audio_seconds, 6))
+            try:
+                if output.error is not None:
+                    sink.write_error(error_record(output.item, output.error))
+                else:
+                    sink.write(output.item.key, output.records, round(output.audio_seconds, 6))
+            except Exception as exc:  # a record the sink cannot write (a disk error): this shard fails, not the run
+                self.failures.append(self._fail(run, _with_traceback(exc)))
+                continue
             counts = touched.setdefault(id(run), (run, {"files": 0, "errors": 0, "audio_seconds": 0.0}))[1]
             if index == next(iter(run.sinks)):  # progress counts the shard's first output
                 counts["errors" if output.error is not None else "files"] += 1
@@ -392,16 +428,24 @@ class _Consumer:
                     run.decoding -= 1
                 run.finished += 1
         for run, counts in touched.values():
-            for sink in run.sinks.values():
-                sink.flush()
+            if run.failed:
+                continue
+            try:
+                for sink in run.sinks.values():
+                    sink.flush()
+            except Exception as exc:
+                self.failures.append(self._fail(run, _with_traceback(exc)))
+                continue
             self.report({"event": "progress", "shard": run.shard.name, **counts})
 
     def _finish(self, run: _Run) -> ShardResult:
-        self.runs.remove(run)
         per_group: dict[str, dict[str, Any]] = {}
         for index, sink in run.sinks.items():
             group = self.outputs[index].group
-            stats: dict[str, Any] = sink.finish(run.order)
+            try:
+                stats: dict[str, Any] = sink.finish(run.order)
+            except Exception as exc:  # the final file cannot be written: this shard fails, not the run
+                return self._fail(run, _with_traceback(exc))
             stats.update(shard=run.shard.name, source=run.shard.path, wall_seconds=round(time.time() - run.started, 3),
                          finished=time.time(), host=os.uname().nodename)
             self.folder.mark_done(run.shard.name, stats, group)
@@ -410,6 +454,7 @@ class _Consumer:
             log.info("shard %s%s complete: %d files, %d errors, %.1f s audio in %.1f s", run.shard.name,
                      f" ({group})" if group else "", stats["items"], stats["errors"], stats["audio_seconds"],
                      stats["wall_seconds"])
+        self.runs.remove(run)
         self._close(run)
         return ShardResult(run.shard.name, "done", merge_stats(per_group))
 

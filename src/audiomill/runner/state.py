@@ -46,7 +46,7 @@ def write_json_atomic(path: str, data: Any) -> None:
 
 def count_lines(path: str) -> int:
     """Whole lines in a file (a torn last line does not count); 0 if there is none."""
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         return 0
     count = 0
     with open(path, "rb") as handle:

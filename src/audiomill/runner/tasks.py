@@ -92,7 +92,7 @@ def run_task(out: str, index: int, count: int, executor: str, job: str, stop: St
     os.makedirs(tasks_folder(folder), exist_ok=True)
     name = f"{executor}-{job}"
     log_path = os.path.join(folder.state, "logs", f"{name}.{attempt}.log")
-    handler = logging.FileHandler(log_path)
+    handler = logging.FileHandler(log_path, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -25,8 +25,16 @@ from audiomill.sinks import Format, SchemaStore, errors_name, final_name, journa
 
 
 def dumps(record: dict[str, Any]) -> bytes:
-    """A record as one JSON line: compact, UTF-8, keys in the order the stage wrote them."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    """A record as one JSON line: compact, UTF-8, keys in the order the stage wrote them.
+
+    A name that is not UTF-8 (a byte 0xNN that does not decode reaches Python as the lone
+    surrogate U+DCNN) cannot be written as UTF-8 text: such a record is written with JSON's
+    ``\\uXXXX`` escapes instead (``"bad\\udcff.wav"``), which ``json.loads`` reads back to the
+    same string, and ``os.fsencode`` to the original bytes."""
+    try:
+        return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def file_digest(path: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ glue). Metadata fields become typed columns too (string, int64, float64, bool). 
 metadata columns an output has is fixed by the first of its shards to finish and kept in
 ``_audiomill/schema/``; in every later shard a field outside those columns, or a value of
 another type, goes into the ``meta_json`` column as JSON (null when there is none), so that
-every file of the output loads as one table.
+every file of the output loads as one table. A name that is not UTF-8 is written readable
+in its column (``bad\\xff.wav``) and exactly in ``meta_json`` (``"bad\\udcff.wav"``, as in the
+JSON formats); :meth:`ParquetFormat.read` gives back the exact one.
 """
 
 from __future__ import annotations
@@ -99,10 +101,27 @@ def _row(record: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
         spec = columns.get(name)
         if spec is not None and (spec.startswith("list") or value is None or _fits(value, spec)):
             row[name] = value
+            if isinstance(value, str) and not _is_utf8(value):
+                # a name that is not UTF-8: readable in its column, exact in meta_json (read() restores it)
+                row[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                extra[name] = value
         else:
             extra[name] = value
-    row[EXTRA_COLUMN] = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
+    row[EXTRA_COLUMN] = _json(extra) if extra else None
     return row
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json(value: dict[str, Any]) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if _is_utf8(text) else json.dumps(value, ensure_ascii=True, sort_keys=True)
 
 
 def _take(rows: Iterator[dict[str, Any]], count: int) -> Iterator[dict[str, Any]]:
