@@ -9,7 +9,7 @@ import pytest
 
 from audiomill.runner.state import SchemaFile
 from audiomill.sinks import get_format
-from audiomill.sinks.journal import ShardSink
+from audiomill.sinks.journal import ShardSink, file_digest
 
 FIELDS = {"key": "string", "tokens": "list<list<int16>>"}
 
@@ -31,6 +31,7 @@ def test_records_are_sorted_into_shard_order_and_renamed_atomically(tmp_path):
     out.flush()
     assert os.path.exists(tmp_path / "000001.jsonl.partial") and not os.path.exists(tmp_path / "000001.jsonl")
     stats = out.finish(["a", "z", "b", "c"])
+    assert stats.pop("output") == file_digest(str(tmp_path / "000001.jsonl"))  # what a rerun checks it against
     assert stats == {"items": 3, "records": 3, "errors": 1, "audio_seconds": 3.0}
     assert [r["key"] for r in lines(tmp_path / "000001.jsonl")] == ["a", "b", "c"]
     assert lines(tmp_path / "000001.errors.jsonl") == [{"key": "z", "error": "empty file"}]
@@ -45,6 +46,7 @@ def test_a_file_may_give_no_record_or_several(tmp_path):
     out.write("b", [{"key": "b", "segment": i} for i in range(3)], 3.0)
     out.write("a", [], 0.5)
     stats = out.finish(["a", "b"])
+    del stats["output"]
     assert stats == {"items": 2, "records": 3, "errors": 0, "audio_seconds": 3.5}
     assert [(r["key"], r["segment"]) for r in lines(tmp_path / "000001.jsonl")] == [("b", 0), ("b", 1), ("b", 2)]
 
@@ -80,7 +82,8 @@ def test_retrying_errors_of_a_finished_shard_keeps_its_records(tmp_path, fmt):
     before = open(out.path, "rb").read()
     again = sink(tmp_path, fmt, "s")
     assert again.open(retry_errors=True, previous=stats) == {"a"}
-    assert again.finish(["a", "b"]) == {"items": 1, "records": 1, "errors": 0, "audio_seconds": 2.0}
+    assert again.finish(["a", "b"]) == {"items": 1, "records": 1, "errors": 0, "audio_seconds": 2.0,
+                                        "output": stats["output"]}
     assert open(out.path, "rb").read() == before
     assert list(get_format(fmt).read(out.path)) == [{"key": "a", "tokens": [[1, 2], [3]]}]
 
