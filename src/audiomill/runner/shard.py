@@ -127,10 +127,6 @@ class ShardProcessor:
             output.view = views.index(view)
         self.pool = DecodePool(max(1, decode_workers), views)
 
-    @property
-    def stage(self) -> Stage:
-        return self.outputs[0].stage
-
     def close(self) -> None:
         self.pool.close()
         for output in self.outputs:
