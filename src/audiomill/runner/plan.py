@@ -159,12 +159,10 @@ def _merge_outputs(out: str, old: list[dict[str, Any]], new: list[dict[str, Any]
 
 
 def _runtime(output: dict[str, Any]) -> tuple[str, ...]:
-    """Settings of a stage that a later launch may change (they do not change what is written)."""
-    if output["kind"] == "tokenize":
-        from audiomill.stages.tokenize import TokenizeSettings
+    """Settings of a stage that a later launch may change: they do not change what is written."""
+    from audiomill.stages import stage_class
 
-        return TokenizeSettings.RUNTIME
-    return ()
+    return tuple(getattr(stage_class(output["kind"]), "runtime_settings", ()))
 
 
 def _same_stage(out: str, old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -55,7 +55,8 @@ class FileOutput:
 class Stage(Protocol):
     """A stage instance; its class (the stage *kind*) also has ``check(settings) -> settings`` (run when
     the plan is made: everything a worker will need, checked on this machine), ``build(settings, device)``
-    and ``needs``, the packages it imports (checked before ``check``)."""
+    ``needs``, the packages it imports (checked before ``check``), and ``runtime_settings``, those a
+    later launch on the same output may change (tokenize: the batch size)."""
 
     name: str  # for logs and errors
     sample_rate: int

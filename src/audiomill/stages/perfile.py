@@ -26,6 +26,7 @@ class PerFileStage:
     alignment = 1
     fields: dict[str, str] = {}
     needs: tuple[str, ...] = ()  # packages it imports: a missing one refuses the run before it starts
+    runtime_settings: tuple[str, ...] = ()  # settings a later launch may change (they do not change records)
 
     def __init__(self) -> None:
         self.guard = FailureGuard(self.name)

@@ -116,6 +116,8 @@ def tokenize_fields(cardinality: int, clip_fields: tuple[str, ...] = ()) -> dict
 class TokenizeStage(BatchedModelStage):
     """A codec behind the batched-model machinery; one record of codes per file."""
 
+    runtime_settings = TokenizeSettings.RUNTIME  # a later launch may change these
+
     @classmethod
     def check(cls, settings: dict[str, Any]) -> dict[str, Any]:
         """Check everything loading this stage will need, before the plan is frozen; the settings to keep."""
