@@ -107,6 +107,14 @@ def acceptance_shards(tmp_path_factory) -> dict:
     }
 
 
+@pytest.fixture(scope="session")
+def plain_run(acceptance_shards, tiny_snac, tmp_path_factory) -> list[dict]:
+    """The records of the second acceptance shard (b/utt3 .. b/utt6), tokenized by tiny_snac."""
+    out = tmp_path_factory.mktemp("plain") / "out"
+    run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(out), "--model-path", tiny_snac, check=True)
+    return read_jsonl(out / "000002.jsonl")
+
+
 def run_audiomill(*args: str, check: bool = False, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     """The real command line, in a fresh process, as users run it."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}

@@ -50,11 +50,15 @@ def test_offset_and_duration_select_a_segment(tmp_path):
 
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty file"),
-    (b"just some text, no audio at all\n" * 10, "not decodable audio"),
+    (b"just some text, no audio at all\n" * 10, "not audio: neither libsndfile nor FFmpeg recognises its format"),
 ])
-def test_unusable_bytes_raise_a_reason(data, reason):
-    with pytest.raises(DecodeError, match=reason):
+def test_unusable_bytes_raise_a_reason(data, reason, tmp_path):
+    with pytest.raises(DecodeError, match=f"^{reason}$"):
         decode(data, 16000)
+    path = tmp_path / "file.mp3"  # a path says the same (libsndfile alone would say "File does not exist")
+    path.write_bytes(data)
+    with pytest.raises(DecodeError, match=f"^{reason}$"):
+        decode(str(path), 16000)
 
 
 def test_reasons_do_not_vary_between_runs():

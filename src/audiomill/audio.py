@@ -187,9 +187,12 @@ def open_audio(source: Source, offset: float | None = None, duration: float | No
         except DecodeError:
             raise
         except Exception as second:
-            raise DecodeError(
-                f"not decodable audio (libsndfile: {_short(first)}; FFmpeg: {_short(second)})"
-            ) from None
+            said = _short(first)
+            if isinstance(source, str) and said.startswith("File does not exist"):
+                said = "Format not recognised"  # what libsndfile says of a path to a file it cannot read
+            if said.startswith("Format not recognised") and "Invalid data found" in str(second):
+                raise DecodeError("not audio: neither libsndfile nor FFmpeg recognises its format") from None
+            raise DecodeError(f"not decodable audio (libsndfile: {said}; FFmpeg: {_short(second)})") from None
 
 
 def _handle(source: Source):

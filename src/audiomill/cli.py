@@ -62,6 +62,20 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
                         help="only shards whose name ends in a number >= N (e.g. 000120.tar)")
     parser.add_argument("--end", type=_non_negative(int), default=None, metavar="N",
                         help="only shards whose name ends in a number <= N (inclusive)")
+    parser.add_argument("--extensions", type=_extension_list, default=None, metavar="LIST",
+                        help="read only files (and tar members) with these extensions as audio, e.g. "
+                             "flac,opus (default: every one libsndfile or FFmpeg reads: mp3, wav, flac, ogg, opus, "
+                             "m4a, aac, webm, wma, aiff, caf, wv and more)")
+
+
+def _extension_list(text: str) -> list[str]:
+    from audiomill.errors import UsageError
+    from audiomill.sources.reader import audio_extensions
+
+    try:
+        return list(audio_extensions(text.split(",")) or ())
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
 
 
 def _add_speed(parser: argparse.ArgumentParser) -> None:
@@ -333,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = commands.add_parser(
         "status", formatter_class=_Formatter, help="what is complete, running, partial, failed or left",
-        description="Show the state of every shard of an output folder: complete, running (and who holds it),\n"
-                    "partial (with counts), failed (and why) or not started, and the totals.",
+        description="Show the state of every shard of an output folder: complete, damaged (and why), running\n"
+                    "(and who holds it), partial (with counts), failed (and why) or not started, and the totals.",
     )
     st.add_argument("out", metavar="OUT", help="the output folder of a tokenize run")
     st.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -545,7 +559,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.inputs:  # sliced as the plan slices them, unless told otherwise
         per_shard = args.files_per_shard or (folder.read_plan()["config"].get("files_per_shard", 1000)
                                              if folder.exists() else 1000)
-        shards = discover_shards(args.inputs, per_shard, args.start, args.end)
+        extensions = args.extensions or (folder.read_plan()["config"].get("extensions") if folder.exists() else None)
+        shards = discover_shards(args.inputs, per_shard, args.start, args.end, extensions=extensions)
     elif folder.exists():
         shards = folder.shards()
     else:
@@ -619,7 +634,7 @@ def _print_tasks(tasks: list[dict], show_all: bool) -> None:
 def cmd_shards(args: argparse.Namespace) -> int:
     from audiomill.sources.discover import discover_shards
 
-    for shard in discover_shards(args.inputs, args.files_per_shard, args.start, args.end):
+    for shard in discover_shards(args.inputs, args.files_per_shard, args.start, args.end, extensions=args.extensions):
         extent = "" if shard.count is None else f"\t[{shard.start}, {shard.start + shard.count})"
         print(f"{shard.name}\t{shard.kind}\t{shard.path}{extent}")
     return EXIT_OK

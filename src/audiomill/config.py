@@ -15,7 +15,7 @@ from audiomill.errors import UsageError
 
 # Run-wide fields whose change would change what is written: a run may not reuse an output folder
 # made with other values. (A stage's own settings are compared stage by stage.)
-OUTPUT_FIELDS = ("files_per_shard", "format")
+OUTPUT_FIELDS = ("files_per_shard", "format", "extensions")
 
 # The flags of a tokenize stage, as run-wide defaults (a [[stage]] table may set each of them).
 TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
@@ -38,6 +38,7 @@ class RunConfig:
     overlap_seconds: float = 4.0
     batch_seconds: float = 0.0  # 0: by device (see stages.tokenize)
     files_per_shard: int = 1000
+    extensions: list[str] | None = None  # --extensions: the files to read as audio (None: all FFmpeg reads)
     decode_workers: int = 0
     precision: str = "fp32"
     compile: bool = False

@@ -26,12 +26,15 @@ class Shard:
     listing: str | None = None
     offset: int = 0
     line: int = 0
+    extensions: tuple[str, ...] | None = None  # --extensions: what is audio (None: the default set)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Shard":
+        if data.get("extensions") is not None:
+            data = {**data, "extensions": tuple(data["extensions"])}
         return cls(**data)
 
 
@@ -59,3 +62,20 @@ class Item:
     duration: float | None = None
     error: str | None = None
     skipped: bool = False
+    position: int | None = None  # where in its archive the damage that cut this item short is
+
+
+@dataclass
+class SourceDamage:
+    """Damage a source found in its shard (an archive cut off, a corrupt header, a failed checksum),
+    yielded between the items where it was found. The shard is then not complete: what it holds
+    before (and, past a corrupt header, after) the damage is kept, and the damage is recorded as
+    an error at ``position`` (a byte of the shard's file), under ``key``: the item it cut short,
+    else ``@<position>``. ``untrusted_from``: items from this index on may have been read from
+    damaged data (a compressed archive whose check failed): their records are replaced by errors."""
+
+    position: int
+    reason: str
+    key: str
+    audio_file: str | None = None
+    untrusted_from: int | None = None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 
 from audiomill.config import RunConfig
-from audiomill.errors import EXIT_FATAL, EXIT_FILE_ERRORS, EXIT_INCOMPLETE, EXIT_OK, StageBroken, UsageError
+from audiomill.errors import (EXIT_FATAL, EXIT_FILE_ERRORS, EXIT_INCOMPLETE, EXIT_OK, DiskFull, StageBroken,
+                              UsageError, is_disk_full)
 from audiomill.items import Shard
 from audiomill.progress import Progress
 from audiomill.runner.plan import prepare
@@ -24,14 +26,19 @@ def run(cfg: RunConfig, slurm=None) -> int:
     from audiomill.runner.local import run_local
     from audiomill.runner.process import Stop, stop_on_signals
 
-    shards = prepare(cfg)
+    try:
+        shards = prepare(cfg)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"audiomill: error: {disk_full_message(cfg.out, [])}", file=sys.stderr)
+        return EXIT_FATAL
     if cfg.executor != "local":
         return _launch_cluster(cfg, shards, slurm)
     logs = os.path.join(cfg.out, "_audiomill", "logs")
-    handlers = [logging.FileHandler(os.path.join(logs, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"),
-                                    encoding="utf-8", errors="backslashreplace")]
+    handlers = [_LogFile(os.path.join(logs, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"))]
     if cfg.log_file:
-        handlers.append(logging.FileHandler(cfg.log_file, encoding="utf-8", errors="backslashreplace"))
+        handlers.append(_LogFile(cfg.log_file))
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger().addHandler(handler)
@@ -51,6 +58,9 @@ def run(cfg: RunConfig, slurm=None) -> int:
         except StageBroken as exc:
             log.error("%s\nNothing was recorded for the files it failed on; fix the stage and run again.", exc)
             return EXIT_FATAL
+        except DiskFull as exc:
+            print(f"audiomill: error: {disk_full_message(exc.out, shards)}", file=sys.stderr)
+            return EXIT_FATAL
         finally:
             progress.close()
     if stop.is_set():
@@ -59,13 +69,16 @@ def run(cfg: RunConfig, slurm=None) -> int:
     by_status: dict[str, list[str]] = {}
     for result in results:
         by_status.setdefault(result.status, []).append(result.name)
-    errors = sum(r.stats.get("errors", 0) for r in results if r.status in ("done", "complete"))
+    errors = sum(r.stats.get("errors", 0) for r in results if r.status in ("done", "complete", "damaged"))
     log.info("finished: %s", progress.summary())
     for crash in crashes:
         log.error("%s", crash)
     for name in by_status.get("failed", []):
         reason = next(r.reason for r in results if r.name == name)
         log.error("shard %s failed: %s", name, reason)
+    for name in by_status.get("damaged", []):
+        reason = next(r.reason for r in results if r.name == name)
+        log.error("shard %s is damaged, so not complete (what it holds intact is kept): %s", name, reason)
     held = by_status.get("held", [])
     if held:  # another run may have finished them meanwhile: then they are complete for this one too
         folder = OutputFolder(cfg.out)
@@ -85,6 +98,50 @@ def run(cfg: RunConfig, slurm=None) -> int:
     if complete < len(shards):
         return EXIT_INCOMPLETE
     return EXIT_FILE_ERRORS if errors else EXIT_OK
+
+
+class _LogFile(logging.FileHandler):
+    """The run's log file. One that cannot be written (a full disk) loses its lines without a word:
+    the terminal still has them, and the run's own error says what happened."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, encoding="utf-8", errors="backslashreplace")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def disk_full_message(out: str, shards: list[Shard]) -> str:
+    """One line: where, how much is free, about how much more the shards left need, and what to do."""
+    folder = OutputFolder(out)
+    free = shutil.disk_usage(out).free if os.path.isdir(out) else 0
+    sizes, left = [], 0
+    try:
+        groups, fmt = folder.groups(), folder.format()
+        for shard in shards:
+            stats = [folder.done_stats(shard.name, group) for group in groups]
+            if all(s is not None for s in stats):
+                sizes.append(sum((s.get("output") or {}).get("bytes", 0) for s in stats))  # type: ignore[union-attr]
+            elif not folder.complete(shard.name, groups, fmt):
+                left += 1
+    except (OSError, ValueError):
+        pass
+    need = ""
+    if sizes and left:
+        each = sum(sizes) / len(sizes)
+        need = f"; the {left} shard(s) left need about {_size(each * left)} more ({_size(each)} a shard so far)"
+    elif left:
+        need = f"; {left} shard(s) are left, and none has finished yet to tell how much they need"
+    return (f"no space left on the disk of {out} ({_size(free)} free){need}. Free space and rerun: nothing "
+            f"written is lost")
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
 
 
 def _launch_cluster(cfg: RunConfig, shards: list[Shard], slurm) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiomill.items import Shard
-from audiomill.runner.state import OutputFolder
+from audiomill.runner.state import OutputFolder, source_identity
 from audiomill.sinks import Format, errors_name, final_name
 from audiomill.sinks.journal import file_digest
 
@@ -31,6 +31,9 @@ def shard_state(folder: OutputFolder, shard: Shard, group: str = "", fmt: Format
     holder = folder.holder(shard.name)
     if stats is not None and holder is None:
         damage = folder.damage(shard.name, group, stats, fmt)
+        if stats.get("damaged") and not damage:
+            return ShardState(shard, "damaged", stats.get("items", 0), stats.get("errors", 0),
+                              stats.get("audio_seconds", 0.0), detail=_source_damage(shard, stats), group=group)
         return ShardState(shard, "damaged" if damage else "complete", stats.get("items", 0), stats.get("errors", 0),
                           stats.get("audio_seconds", 0.0), detail=f"{damage}: a rerun writes it again" if damage else "",
                           group=group)
@@ -47,14 +50,24 @@ def shard_state(folder: OutputFolder, shard: Shard, group: str = "", fmt: Format
     return ShardState(shard, "not started", group=group)
 
 
+def _source_damage(shard: Shard, stats: dict[str, Any]) -> str:
+    found = list(stats["damaged"])
+    said = found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+    if stats.get("source_file") != source_identity(shard.path):
+        return f"{said}; {shard.path} has changed since: a rerun reads it again"
+    return f"{said}; what it holds intact is kept: replace the archive and run again"
+
+
 def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list[str]:
     """Every record parses and has a key; a file's records are together; no file is written twice."""
     base = folder.group_dir(state.group)
     name = state.shard.name
     problems: list[str] = []
+    if state.state == "damaged" and not (folder.done_stats(name, state.group) or {}).get("damaged"):
+        return [state.detail]  # its files are not those written
     if state.state == "damaged":
-        return [state.detail]
-    if state.state == "complete":
+        problems.append(f"{name}: damaged input: {state.detail}")
+    if state.state in ("complete", "damaged"):
         path = os.path.join(base, final_name(name, fmt))
         stats = folder.done_stats(name, state.group) or {}
         kept = stats.get("output") or {}
@@ -77,7 +90,7 @@ def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list
             problems.append(f"{final_name(name, fmt)}: record {number}: key {key!r} written twice")
         seen.add(key)
         previous = key
-    for error in _lines(errors_path, problems, torn_ok=state.state != "complete"):
+    for error in _lines(errors_path, problems, torn_ok=state.state not in ("complete", "damaged")):
         if error["key"] in seen:
             problems.append(f"{os.path.basename(errors_path)}: key {error['key']!r} is both a record and an error")
         seen.add(error["key"])

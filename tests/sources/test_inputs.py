@@ -12,13 +12,6 @@ import pytest
 from tests.conftest import read_jsonl, run_audiomill, sentence_audio
 
 
-@pytest.fixture(scope="module")
-def plain_run(acceptance_shards, tiny_snac, tmp_path_factory):
-    out = tmp_path_factory.mktemp("plain") / "out"
-    run_audiomill("tokenize", acceptance_shards["paths"][1], "--out", str(out), "--model-path", tiny_snac, check=True)
-    return read_jsonl(out / "000002.jsonl")
-
-
 @pytest.mark.parametrize("suffix, compress", [(".tar.gz", gzip.compress), (".tar.bz2", bz2.compress),
                                               (".tar.xz", lzma.compress)])
 def test_compressed_archives_give_the_records_of_the_plain_one(suffix, compress, acceptance_shards, tiny_snac,
@@ -73,3 +66,30 @@ def test_every_extension_ffmpeg_reads_is_found_and_decoded(tiny_snac, tmp_path):
     expected = len(samples) * 24000 / rate
     for key, record in records.items():  # the whole sentence, give or take an encoder's padding
         assert abs(record["num_samples"] - expected) < 0.1 * 24000, (key, record["num_samples"], expected)
+
+    # --extensions chooses: in the folder's listing, and in a rerun that would change it (refused)
+    chosen = tmp_path / "chosen"
+    result = run_audiomill("tokenize", str(folder), "--out", str(chosen), "--model-path", tiny_snac,
+                           "--extensions", ".M4A,opus")
+    assert result.returncode == 0, result.stderr
+    assert [r["key"] for r in read_jsonl(chosen / "corpus-00000.jsonl")] == ["utt-m4a", "utt-opus"]
+    assert [r["tokens"] for r in read_jsonl(chosen / "corpus-00000.jsonl")] == \
+        [records["utt-m4a"]["tokens"], records["utt-opus"]["tokens"]]
+    again = run_audiomill("tokenize", str(folder), "--out", str(chosen), "--model-path", tiny_snac)
+    assert again.returncode == 1 and again.stderr.strip().splitlines() == [
+        f"audiomill tokenize: error: {chosen} was made with --extensions m4a,opus, not the default --extensions: "
+        f"use another --out, or the same --extensions"]
+
+
+def test_extensions_choose_the_audio_members_of_an_archive(tmp_path):
+    from audiomill.corpus import write_tar
+    from audiomill.items import Shard
+    from audiomill.sources import read_shard
+    from audiomill.sources.discover import discover_shards
+
+    path = tmp_path / "000003.tar"
+    write_tar(str(path), [("a.mp3", b"A"), ("a.json", b'{"t": 1}'), ("b.flac", b"B"), ("c.opus", b"C")])
+    (shard,) = discover_shards([str(path)], extensions=["FLAC", "opus"])
+    assert shard == Shard("000003", "tar", str(path), extensions=("flac", "opus"))
+    assert [(i.key, i.data) for i in read_shard(shard)] == [("b", b"B"), ("c", b"C")]
+    assert Shard.from_json(shard.to_json()) == shard  # as the plan keeps it

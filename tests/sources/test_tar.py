@@ -5,8 +5,7 @@ import json
 import pytest
 
 from audiomill.corpus import write_tar
-from audiomill.errors import ShardError
-from audiomill.items import Shard
+from audiomill.items import Shard, SourceDamage
 from audiomill.sources import read_shard
 from audiomill.sources.tar import sample_key
 
@@ -60,23 +59,24 @@ def test_a_repeated_key_is_an_error_item(tmp_path):
     assert "duplicate key 'a'" in items[2].error and items[2].key != "a"
 
 
-def test_a_corrupt_archive_fails_the_shard(tmp_path):
+def test_a_file_that_is_not_a_tar_is_damage_not_a_crash(tmp_path):
     path = tmp_path / "bad.tar"
     path.write_bytes(b"\x00garbage" * 100 + b"x")
-    with pytest.raises(ShardError):
-        list(read_shard(Shard("bad", "tar", str(path))))
+    (damage,) = list(read_shard(Shard("bad", "tar", str(path))))
+    assert isinstance(damage, SourceDamage) and damage.key == "@0" and damage.position == 0
+    assert damage.reason == "a corrupt header at byte 0, and no valid header after it: the rest of the archive " \
+                            "(801 bytes) is lost"
 
 
-def test_a_truncated_archive_yields_what_it_holds_then_fails(tmp_path):
+def test_a_truncated_archive_yields_what_it_holds_then_the_cut(tmp_path):
     full = tar_shard(tmp_path, [("a.wav", b"A" * 5000), ("b.wav", b"B" * 5000), ("c.wav", b"C" * 5000)])
     data = open(full.path, "rb").read()
     cut = tmp_path / "cut.tar"
     cut.write_bytes(data[:7000])
-    seen = []
-    with pytest.raises(ShardError, match="corrupt"):
-        for item in read_shard(Shard("cut", "tar", str(cut))):
-            seen.append(item.key)
-    assert seen == ["a"]
+    first, damage = list(read_shard(Shard("cut", "tar", str(cut))))
+    assert first.key == "a" and first.data == b"A" * 5000
+    assert (damage.key, damage.audio_file, damage.position) == ("b", "b.wav", 7000)
+    assert damage.reason == "the archive is cut off at byte 7000, inside member 'b.wav' (856 of its 5000 bytes)"
 
 
 def test_a_large_member_of_a_plain_tar_is_decoded_in_place_not_read(tmp_path):

@@ -94,9 +94,10 @@ def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results) -> None:
     # warning (USR2) or a TERM must not kill a decoder, or its file would become an error record.
     for number in (signal.SIGINT, signal.SIGUSR2, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
-    from audiomill.runner.process import die_with_parent
+    from audiomill.runner.process import die_with_parent, quiet_native_stderr
 
     die_with_parent()
+    quiet_native_stderr()
     while (task := tasks.get()) is not None:
         results.put(("begin", worker, task.ticket))
         decode_task(task, plans, results.put)

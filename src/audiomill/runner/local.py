@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from audiomill.config import RunConfig
-from audiomill.errors import UsageError
+from audiomill.errors import DiskFull, UsageError
 from audiomill.items import Shard
 from audiomill.runner.shard import ShardResult
 from audiomill.runner.process import Stop, die_with_parent, stop_on_signals
@@ -155,6 +155,7 @@ def _run_processes(cfg, shards, devices, threads, on_event, stop, holder):
         worker.start()
     results: list[ShardResult] = []
     crashes: list[str] = []
+    full: str | None = None
     finished = 0
     forwarded = False
     while finished < len(workers):
@@ -180,6 +181,13 @@ def _run_processes(cfg, shards, devices, threads, on_event, stop, holder):
             crashes.append(f"worker {event['worker']} ({event['device']}): {event['error']}")
             workers[event["worker"]]._reported = True  # type: ignore[attr-defined]
             finished += 1
+        elif kind == "disk_full":
+            full = event["out"]
+            workers[event["worker"]]._reported = True  # type: ignore[attr-defined]
+            finished += 1
+            for worker in workers:  # the others stop as they would at a time limit
+                if worker.is_alive():
+                    os.kill(worker.pid, signal.SIGUSR2)
         elif kind == "exit":
             workers[event["worker"]]._reported = True  # type: ignore[attr-defined]
             finished += 1
@@ -187,6 +195,8 @@ def _run_processes(cfg, shards, devices, threads, on_event, stop, holder):
             on_event(event)
     for worker in workers:
         worker.join()
+    if full is not None:
+        raise DiskFull(full)
     return results, crashes
 
 
@@ -205,6 +215,9 @@ def _worker_main(index, device, workers_on_node, cfg_json, threads, todo, events
                             "stats": result.stats, "reason": result.reason})
         finally:
             processor.close()
+    except DiskFull as exc:  # the parent stops the run, in one line
+        events.put({"event": "disk_full", "worker": index, "out": exc.out})
+        raise SystemExit(1) from None
     except BaseException as exc:  # report, then die: the parent decides what the run's status is
         events.put({"event": "crash", "worker": index, "device": device,
                     "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"})

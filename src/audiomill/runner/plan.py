@@ -69,7 +69,7 @@ def prepare(cfg: RunConfig) -> list[Shard]:
         try:  # folders and manifests are listed into the plan, once: see sources.listing
             listing = os.path.join(folder.state, "listing")
             os.makedirs(listing, exist_ok=True)
-            shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end, listing)
+            shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end, listing, cfg.extensions)
             _freeze(folder, cfg, shards)
         except BaseException:
             if not planned:  # leave --out as it was found
@@ -123,7 +123,8 @@ def _freeze(folder: OutputFolder, cfg: RunConfig, shards: list[Shard]) -> None:
         old, new = old_config.get(name, default), config[name]
         if old != new:
             flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{cfg.out} was made with {flag} {old}, not {new}: use another --out, or the same {flag}")
+            raise UsageError(f"{cfg.out} was made with {_shown(flag, old)}, not {_shown(flag, new)}: use another "
+                             f"--out, or the same {flag}")
     plan["outputs"] = _merge_outputs(cfg.out, plan.get("outputs") or _outputs_of_old_plan(plan), cfg.outputs)
     known = {s["name"]: s for s in plan["shards"]}
     for shard in shards:
@@ -136,6 +137,12 @@ def _freeze(folder: OutputFolder, cfg: RunConfig, shards: list[Shard]) -> None:
     cfg.outputs = plan["outputs"]
     plan["config"] = cfg.to_json()  # what writes the output is checked equal above; the rest is this launch's
     folder.write_plan(plan)
+
+
+def _shown(flag: str, value: Any) -> str:
+    if value is None:
+        return f"the default {flag}"
+    return f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 def _merge_outputs(out: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

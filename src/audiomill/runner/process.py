@@ -65,3 +65,18 @@ def die_with_parent() -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def quiet_native_stderr() -> None:
+    """Keep what C libraries print straight to file descriptor 2 off the terminal (mpg123, inside
+    libsndfile, writes "Note: Trying to resync..." for every damaged MP3), while Python's own
+    ``sys.stderr`` (tracebacks, logging) goes where it went. For a decoder process: what goes
+    wrong with a file reaches the user as its error record."""
+    try:
+        kept = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(kept, "w", buffering=1, encoding="utf-8", errors="backslashreplace")

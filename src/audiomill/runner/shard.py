@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from audiomill.errors import ShardError
-from audiomill.items import Item, Shard
+from audiomill.errors import DiskFull, ShardError, is_disk_full
+from audiomill.items import Item, Shard, SourceDamage
 from audiomill.runner.decode import DecodePool, Task, WindowPlan, task_source
-from audiomill.runner.state import OutputFolder, ShardLock
+from audiomill.runner.state import OutputFolder, ShardLock, source_identity
 from audiomill.sinks import get_format
 from audiomill.sinks.journal import ShardSink
 from audiomill.sources import read_shard
@@ -44,7 +44,7 @@ Report = Callable[[dict[str, Any]], None]
 @dataclass
 class ShardResult:
     name: str
-    status: str  # "done" (this run finished it), "complete" (already was), "held", "failed"
+    status: str  # "done" (this run finished it), "complete" (already was), "damaged", "held", "failed"
     stats: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
 
@@ -67,7 +67,10 @@ class _Run:
     started: float
     sinks: dict[int, ShardSink]  # output index -> its sink, for the outputs this shard still needs
     done: dict[int, set[str]]  # output index -> keys already written by an earlier run
-    order: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # every key, in the shard's order (damage records too)
+    files: list[tuple[str, str]] = field(default_factory=list)  # (key, audio file) of each item, by its index
+    damage: list[str] = field(default_factory=list)  # what the source found damaged
+    untrusted: tuple[int, str] | None = None  # items from this index on may be from damaged data: why
     submitted: int = 0  # files handed out (written by the feeder only)
     decoding: int = 0  # files whose windows have not all arrived
     finished: int = 0  # files written by every stage that needed them (written by the consumer only)
@@ -88,6 +91,12 @@ class _File:
     pending: set[int]
     windows: dict[int, int]  # output index -> windows given to it so far
     decoded: bool = False
+
+
+def _stop_if_disk_full(exc: BaseException, out: str) -> None:
+    """A full disk is no fault of one shard: the run stops, and every shard is left resumable."""
+    if is_disk_full(exc):
+        raise DiskFull(out) from exc
 
 
 def _with_traceback(exc: BaseException) -> str:
@@ -187,6 +196,7 @@ class ShardProcessor:
                 try:
                     run = self._open(shard, retry_errors, control)
                 except Exception as exc:  # its output cannot be opened: this shard fails, the others go on
+                    _stop_if_disk_full(exc, self.folder.out)
                     reason = _with_traceback(exc)
                     self.folder.mark_failed(shard.name, reason)
                     log.error("shard %s failed: %s", shard.name, reason)
@@ -204,7 +214,11 @@ class ShardProcessor:
                     for item in read_shard(shard, want=run.wants):
                         if stop.is_set():
                             return
+                        if isinstance(item, SourceDamage):
+                            self._damaged(run, item, control)
+                            continue
                         run.order.append(item.key)
+                        run.files.append((item.key, item.audio_file))
                         if item.skipped:
                             continue
                         self._hand_out(run, item, next(counter), control, consumer)
@@ -219,6 +233,18 @@ class ShardProcessor:
             control.put(("crash", exc))
         finally:
             control.put(("end",))
+
+    def _damaged(self, run: _Run, damage: SourceDamage, control: queue.Queue) -> None:
+        """The source found damage: the shard will not be complete; the damage is an error record."""
+        log.warning("%s: %s", run.shard.name, damage.reason)
+        run.damage.append(damage.reason)
+        if damage.untrusted_from is not None and run.untrusted is None:
+            run.untrusted = (damage.untrusted_from, damage.reason)
+        if damage.key not in run.order:
+            run.order.append(damage.key)
+            record = {"key": damage.key, "tar_file": run.shard.path, "audio_file": damage.audio_file,
+                      "error": damage.reason, "position": damage.position}
+            control.put(("damage", run, record))
 
     def _hand_out(self, run: _Run, item: Item, ticket: int, control: queue.Queue, consumer: "_Consumer") -> None:
         """One file to decode, once, for every stage of this shard that has not written it yet."""
@@ -250,6 +276,7 @@ class ShardProcessor:
         """The locked shard's outputs still to write, opened where an earlier run left them."""
         todo: dict[int, dict[str, Any] | None] = {}
         complete: dict[str, dict[str, Any]] = {}
+        damaged: list[str] = []
         sinks: dict[int, ShardSink] = {}
         for index, output in enumerate(self.outputs):
             sinks[index] = ShardSink(self.folder.group_dir(output.group), shard.name, self.fmt, output.stage.fields,
@@ -262,13 +289,23 @@ class ShardProcessor:
                 self.folder.unmark_done(shard.name, output.group)
                 sinks[index].discard()
                 stats = None
+            if stats is not None and stats.get("damaged"):
+                if stats.get("source_file") == source_identity(shard.path):
+                    damaged.extend(reason for reason in stats["damaged"] if reason not in damaged)
+                    complete[output.group] = stats  # found damaged, and reading the same file again finds the same
+                    continue
+                log.warning("%s was damaged, and %s has changed since: reading it again", shard.name, shard.path)
+                self.folder.unmark_done(shard.name, output.group)
+                sinks[index].discard()
+                stats = None
             if stats is None or (retry_errors and stats.get("errors", 0) > 0):
                 todo[index] = stats
             else:
                 complete[output.group] = stats
         if not todo:
             lock.release()
-            control.put(("result", ShardResult(shard.name, "complete", merge_stats(complete))))
+            status = "damaged" if damaged else "complete"
+            control.put(("result", ShardResult(shard.name, status, merge_stats(complete), "; ".join(damaged))))
             return None
         done: dict[int, set[str]] = {}
         for index, previous in todo.items():
@@ -284,9 +321,18 @@ class ShardProcessor:
 
 
 def _release(run: _Run) -> None:
-    for sink in run.sinks.values():
-        sink.close()
+    _close_sinks(run)
     run.lock.release()
+
+
+def _close_sinks(run: _Run) -> None:
+    """Close a shard's journals, leaving it resumable: a line that cannot be flushed any more (a full
+    disk) is a torn line, which the next run cuts off and writes again."""
+    for sink in run.sinks.values():
+        try:
+            sink.close()
+        except OSError:
+            pass
 
 
 class _Consumer:
@@ -321,15 +367,20 @@ class _Consumer:
             yield from self._settle()
         elif kind == "file_error":
             self._failed(message[1], message[2])
+        elif kind == "damage":
+            self._damage_record(message[1], message[2])
         elif kind == "shard_error":
             yield self._fail(message[1], message[2])
 
     def _fail(self, run: _Run, reason: str) -> ShardResult:
         """The shard cannot go on: what it has written stays resumable, the others go on."""
         run.failed = True
-        for sink in run.sinks.values():
-            sink.close()
-        self.folder.mark_failed(run.shard.name, reason)
+        _close_sinks(run)
+        try:
+            self.folder.mark_failed(run.shard.name, reason)
+        except OSError as exc:
+            _stop_if_disk_full(exc, self.folder.out)
+            raise
         self._close(run)
         if run in self.runs:
             self.runs.remove(run)
@@ -337,6 +388,20 @@ class _Consumer:
             del self.files[ticket]
         log.error("shard %s failed: %s", run.shard.name, reason)
         return ShardResult(run.shard.name, "failed", reason=reason)
+
+    def _damage_record(self, run: _Run, record: dict[str, Any]) -> None:
+        if run.failed:
+            return
+        try:
+            for index, sink in run.sinks.items():
+                if record["key"] not in run.done[index]:
+                    sink.write_error(record)
+                    sink.flush()
+        except Exception as exc:
+            _stop_if_disk_full(exc, self.folder.out)
+            self.failures.append(self._fail(run, _with_traceback(exc)))
+            return
+        self.report({"event": "progress", "shard": run.shard.name, "files": 0, "errors": 1, "audio_seconds": 0.0})
 
     def decoded(self, message: tuple) -> Iterator[ShardResult]:
         kind, ticket = message[0], message[1]
@@ -411,6 +476,7 @@ class _Consumer:
                 else:
                     sink.write(output.item.key, output.records, round(output.audio_seconds, 6))
             except Exception as exc:  # a record the sink cannot write (a disk error): this shard fails, not the run
+                _stop_if_disk_full(exc, self.folder.out)
                 self.failures.append(self._fail(run, _with_traceback(exc)))
                 continue
             counts = touched.setdefault(id(run), (run, {"files": 0, "errors": 0, "audio_seconds": 0.0}))[1]
@@ -430,21 +496,35 @@ class _Consumer:
                 for sink in run.sinks.values():
                     sink.flush()
             except Exception as exc:
+                _stop_if_disk_full(exc, self.folder.out)
                 self.failures.append(self._fail(run, _with_traceback(exc)))
                 continue
             self.report({"event": "progress", "shard": run.shard.name, **counts})
 
     def _finish(self, run: _Run) -> ShardResult:
         per_group: dict[str, dict[str, Any]] = {}
+        untrusted: dict[str, dict[str, Any]] = {}
+        if run.untrusted is not None:
+            first, reason = run.untrusted
+            for key, audio_file in run.files[first:]:
+                untrusted[key] = {"key": key, "tar_file": run.shard.path, "audio_file": audio_file,
+                                  "error": f"not kept: read from a part of the archive that failed its check ({reason})"}
         for index, sink in run.sinks.items():
             group = self.outputs[index].group
             try:
-                stats: dict[str, Any] = sink.finish(run.order)
+                stats: dict[str, Any] = sink.finish(run.order, untrusted)
             except Exception as exc:  # the final file cannot be written: this shard fails, not the run
+                _stop_if_disk_full(exc, self.folder.out)
                 return self._fail(run, _with_traceback(exc))
             stats.update(shard=run.shard.name, source=run.shard.path, wall_seconds=round(time.time() - run.started, 3),
                          finished=time.time(), host=os.uname().nodename)
-            self.folder.mark_done(run.shard.name, stats, group)
+            if run.damage:  # not complete: the marker keeps what was found, and which file it was found in
+                stats.update(damaged=run.damage, source_file=source_identity(run.shard.path))
+            try:
+                self.folder.mark_done(run.shard.name, stats, group)
+            except OSError as exc:
+                _stop_if_disk_full(exc, self.folder.out)
+                raise
             sink.cleanup()
             per_group[group] = stats
             log.info("shard %s%s complete: %d files, %d errors, %.1f s audio in %.1f s", run.shard.name,
@@ -452,6 +532,8 @@ class _Consumer:
                      stats["wall_seconds"])
         self.runs.remove(run)
         self._close(run)
+        if run.damage:
+            return ShardResult(run.shard.name, "damaged", merge_stats(per_group), "; ".join(run.damage))
         return ShardResult(run.shard.name, "done", merge_stats(per_group))
 
     def abandon(self) -> None:

@@ -76,6 +76,15 @@ def read_marker(path: str) -> dict[str, Any] | None:
     return data
 
 
+def source_identity(path: str) -> dict[str, int] | None:
+    """What tells a shard's input file from another one put in its place (a fresh download)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 class ShardLock:
     """An exclusive flock on a shard; the kernel drops it when the holder dies, even by SIGKILL."""
 
@@ -157,13 +166,23 @@ class OutputFolder:
         self.clear_failed(name)
 
     def complete(self, name: str, groups: list[str], fmt: "Format | None" = None) -> bool:
-        """Every output group of the shard is marked done, and its files are still those written."""
+        """Every output group of the shard is marked done, its source was not found damaged, and its
+        files are still those written."""
         fmt = fmt or self.format()
         for group in groups:
             stats = self.done_stats(name, group)
-            if stats is None or self.damage(name, group, stats, fmt):
+            if stats is None or stats.get("damaged") or self.damage(name, group, stats, fmt):
                 return False
         return True
+
+    def damaged_source(self, shard: Shard, groups: list[str]) -> list[str] | None:
+        """The damage found in the shard's source, if a stage recorded some and the source is still
+        the file it was found in (a rerun then finds the same: it is not read again)."""
+        for group in groups:
+            stats = self.done_stats(shard.name, group) or {}
+            if stats.get("damaged") and stats.get("source_file") == source_identity(shard.path):
+                return list(stats["damaged"])
+        return None
 
     def damage(self, name: str, group: str, stats: dict[str, Any], fmt: "Format") -> str | None:
         """Why the files of a shard marked done (with ``stats``) are not those it wrote, or None."""

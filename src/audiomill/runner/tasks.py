@@ -34,8 +34,11 @@ def remaining_shards(folder: OutputFolder) -> list[Shard]:
 
 
 def left_to_do(folder: OutputFolder) -> list[Shard]:
-    """Remaining shards that are not marked failed: what another round could still complete."""
-    return [s for s in remaining_shards(folder) if folder.failure(s.name) is None]
+    """Remaining shards that are not marked failed, nor damaged at the source: what another round
+    could still complete."""
+    groups = folder.groups()
+    return [s for s in remaining_shards(folder)
+            if folder.failure(s.name) is None and folder.damaged_source(s, groups) is None]
 
 
 def task_order(shards: list[Shard], index: int, count: int) -> list[Shard]:

@@ -159,17 +159,24 @@ class ShardSink:
         self.journal.close()
         self.errors.close()
 
-    def finish(self, order: list[str]) -> dict[str, Any]:
+    def finish(self, order: list[str], untrusted: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Write the final files in ``order`` (the shard's keys); returns the shard's counts.
 
-        The journals stay until :meth:`cleanup`: the caller marks the shard done in between."""
+        ``untrusted``: keys whose records are not kept (read from damaged data), each with the
+        error record that takes their place. The journals stay until :meth:`cleanup`: the caller
+        marks the shard done in between."""
         self.close()
+        untrusted = untrusted or {}
         rank = {key: i for i, key in enumerate(order)}
         counts = {"items": 0, "records": 0, "errors": 0, "audio_seconds": 0.0}
+        replaced: list[str] = []
 
         def records() -> Iterator[dict[str, Any]]:
             for line in self.journal.sorted_lines(rank):
                 entry = json.loads(line)
+                if entry["key"] in untrusted:
+                    replaced.append(entry["key"])
+                    continue
                 counts["items"] += 1
                 counts["records"] += len(entry["records"])
                 counts["audio_seconds"] += float(entry.get("seconds") or 0.0)
@@ -177,6 +184,9 @@ class ShardSink:
 
         _replace(self.path, lambda tmp: self.fmt.write(tmp, records(), self.fields, self.schema))
         error_lines = list(self.errors.sorted_lines(rank))
+        if replaced:
+            error_lines += [dumps(untrusted[key]) for key in replaced]
+            error_lines.sort(key=lambda line: rank.get(json.loads(line)["key"], len(rank)))
         counts["errors"] = len(error_lines)
         if error_lines:
             _replace(self.errors_path, lambda tmp: _write_lines(tmp, error_lines))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from audiomill.items import Item, Shard
+from audiomill.items import Item, Shard, SourceDamage
 from audiomill.sources.reader import READERS, Want
 
 
-def read_shard(shard: Shard, want: Want = lambda key: True) -> Iterator[Item]:
-    """Yield every item of ``shard`` in order.
+def read_shard(shard: Shard, want: Want = lambda key: True) -> Iterator[Item | SourceDamage]:
+    """Yield every item of ``shard`` in order, and any damage a source finds in it where it finds it.
 
     ``want(key)`` decides whether the item's audio is read at all: items it
     refuses are still yielded, with ``skipped=True`` and no data, so that the
@@ -26,6 +26,9 @@ def read_shard(shard: Shard, want: Want = lambda key: True) -> Iterator[Item]:
         raise ValueError(f"unknown shard kind {shard.kind!r}") from None
     seen: set[str] = set()
     for item in reader(shard, want):
+        if isinstance(item, SourceDamage):
+            yield item
+            continue
         if item.key in seen:
             item.error = item.error or f"duplicate key {item.key!r} in shard"
             item.key = f"{item.key}#dup{item.index}"

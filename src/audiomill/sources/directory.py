@@ -16,16 +16,16 @@ from audiomill.sources.listing import read_entries, walk_audio_files
 from audiomill.sources.reader import Want, register
 
 
-def list_audio_files(root: str) -> list[str]:
+def list_audio_files(root: str, extensions: tuple[str, ...] | None = None) -> list[str]:
     """Audio files under ``root``, as sorted relative paths (``/``-separated)."""
-    return sorted(walk_audio_files(root))
+    return sorted(walk_audio_files(root, extensions))
 
 
 def _files(shard: Shard) -> Iterator[str]:
     if shard.listing is not None:  # planned: straight from the frozen listing
         yield from read_entries(shard.listing, shard.offset, shard.count or 0)
         return
-    files = list_audio_files(shard.path)
+    files = list_audio_files(shard.path, shard.extensions)
     yield from files[shard.start : len(files) if shard.count is None else shard.start + shard.count]
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import glob
 import os
 import re
+from dataclasses import replace
 
 from audiomill.errors import UsageError
 from audiomill.items import Shard
 from audiomill.sources import listing as listings
-from audiomill.sources.reader import is_audio_name
+from audiomill.sources.reader import audio_extensions, is_audio_name
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MANIFEST_SUFFIXES = (".jsonl", ".json")
@@ -56,14 +57,17 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 def discover_shards(
     inputs: list[str], files_per_shard: int = 1000, start: int | None = None, end: int | None = None,
-    listing_dir: str | None = None,
+    listing_dir: str | None = None, extensions: list[str] | tuple[str, ...] | None = None,
 ) -> list[Shard]:
-    """Every shard of ``inputs``; ``start``/``end`` (inclusive) keep numbered shards in range."""
+    """Every shard of ``inputs``; ``start``/``end`` (inclusive) keep numbered shards in range;
+    ``extensions`` (``--extensions``) the files read as audio, in folders and archives alike."""
     if files_per_shard < 1:
         raise UsageError("--files-per-shard must be at least 1")
+    chosen = audio_extensions(extensions)
     shards: list[Shard] = []
     for path in expand_inputs(inputs):
-        shards.extend(_shards_of(os.path.abspath(path), files_per_shard, listing_dir))
+        shards.extend(replace(shard, extensions=chosen)
+                      for shard in _shards_of(os.path.abspath(path), files_per_shard, listing_dir, chosen))
     if start is not None or end is not None:
         lo = -1 if start is None else start
         hi = float("inf") if end is None else end
@@ -86,7 +90,8 @@ def discover_shards(
     return unique
 
 
-def _shards_of(path: str, files_per_shard: int, listing_dir: str | None) -> list[Shard]:
+def _shards_of(path: str, files_per_shard: int, listing_dir: str | None,
+               extensions: tuple[str, ...] | None) -> list[Shard]:
     base = os.path.basename(path.rstrip("/"))
     if os.path.isfile(path):
         if path.endswith(TAR_SUFFIXES):
@@ -99,23 +104,23 @@ def _shards_of(path: str, files_per_shard: int, listing_dir: str | None) -> list
             if not os.path.exists(listing):
                 listings.copy_manifest(path, listing)
             return listings.slices(listing, stem, "manifest", path, files_per_shard)
-        if is_audio_name(base):
+        if is_audio_name(base, extensions):
             return [Shard(name=base.rsplit(".", 1)[0], kind="file", path=path)]
         raise UsageError(f"not a tar archive, a .jsonl manifest, an audio file or a folder: {path}")
     tars = sorted(n for n in os.listdir(path) if n.endswith(TAR_SUFFIXES) and os.path.isfile(os.path.join(path, n)))
     if tars:
-        loose = next(listings.walk_audio_files(path), None)
+        loose = next(listings.walk_audio_files(path, extensions), None)
         if loose is not None:
             raise UsageError(f"{path} holds both tar archives and audio files (such as {loose}): pass the archives "
                              f"({os.path.join(path, '*.tar')}) or the audio files' folder, not both at once")
         return [Shard(name=strip_suffix(n, TAR_SUFFIXES), kind="tar", path=os.path.join(path, n)) for n in tars]
     if listing_dir is None:
-        count = sum(1 for _ in listings.walk_audio_files(path))
+        count = sum(1 for _ in listings.walk_audio_files(path, extensions))
         if count == 0:
             raise UsageError(f"no tar archives or audio files in {path}")
         return _slices(base, "dir", path, count, files_per_shard)
     listing = os.path.join(listing_dir, f"{base}.files.jsonl")
-    if not os.path.exists(listing) and listings.list_folder(path, listing) == 0:
+    if not os.path.exists(listing) and listings.list_folder(path, listing, extensions) == 0:
         os.unlink(listing)
         raise UsageError(f"no tar archives or audio files in {path}")
     return listings.slices(listing, base, "dir", path, files_per_shard)

@@ -25,17 +25,18 @@ from audiomill.sources.reader import is_audio_name
 CHUNK = 1 << 16  # names sorted in memory at once while listing a folder
 
 
-def walk_audio_files(root: str) -> Iterator[str]:
-    """Audio files under ``root`` as ``/``-separated relative paths, in walk order (hidden ones left out)."""
+def walk_audio_files(root: str, extensions: tuple[str, ...] | None = None) -> Iterator[str]:
+    """Audio files under ``root`` (by ``extensions``, see :func:`~audiomill.sources.reader.is_audio_name`) as
+    ``/``-separated relative paths, in walk order (hidden ones left out)."""
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = os.path.relpath(folder, root)
         for name in files:
-            if is_audio_name(name) and not name.startswith("."):
+            if is_audio_name(name, extensions) and not name.startswith("."):
                 yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
 
 
-def list_folder(root: str, path: str) -> int:
+def list_folder(root: str, path: str, extensions: tuple[str, ...] | None = None) -> int:
     """Write the sorted listing of the audio files under ``root`` to ``path``; returns how many."""
     parts: list[str] = []
     chunk: list[str] = []
@@ -50,7 +51,7 @@ def list_folder(root: str, path: str) -> int:
         chunk.clear()
 
     try:
-        for name in walk_audio_files(root):
+        for name in walk_audio_files(root, extensions):
             chunk.append(name)
             count += 1
             if len(chunk) >= CHUNK:

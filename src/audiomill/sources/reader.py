@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from audiomill.items import Item, Shard
+from audiomill.errors import UsageError
+from audiomill.items import Item, Shard, SourceDamage
 
 # What libsndfile or FFmpeg reads (the extension decides what a folder or an archive offers as audio).
 AUDIO_EXTENSIONS = frozenset(
@@ -13,7 +14,7 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 Want = Callable[[str], bool]
-Reader = Callable[[Shard, Want], Iterator[Item]]
+Reader = Callable[[Shard, Want], Iterator[Item | SourceDamage]]
 
 READERS: dict[str, Reader] = {}
 
@@ -26,8 +27,22 @@ def register(kind: str) -> Callable[[Reader], Reader]:
     return wrap
 
 
-def is_audio_name(name: str) -> bool:
-    return "." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS
+def audio_extensions(given: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``--extensions``: the extensions (``mp3``, ``.FLAC``) of the files to read as audio, normalised;
+    None for the default set (:data:`AUDIO_EXTENSIONS`)."""
+    if given is None:
+        return None
+    names = sorted({name.strip().lstrip(".").lower() for name in given if name.strip()})
+    bad = [name for name in names if not name.replace(".", "").isalnum()]
+    if bad or not names:
+        raise UsageError(f"--extensions {','.join(given)}: expected names such as mp3,flac,opus")
+    return tuple(names)
+
+
+def is_audio_name(name: str, extensions: tuple[str, ...] | None = None) -> bool:
+    """Whether a file or member name is one to read as audio: by its extension, one of ``extensions``
+    (default: every one libsndfile or FFmpeg reads)."""
+    return "." in name and name.rsplit(".", 1)[1].lower() in (AUDIO_EXTENSIONS if extensions is None else extensions)
 
 
 def unsafe_name_reason(name: str) -> str | None:

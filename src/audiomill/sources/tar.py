@@ -10,12 +10,11 @@ member's path without its last extension, sharing the sample's metadata.
 from __future__ import annotations
 
 import json
-import os
-import tarfile
 from collections.abc import Iterator
 
 from audiomill.errors import ShardError
-from audiomill.items import Item, Shard
+from audiomill.items import Item, Shard, SourceDamage
+from audiomill.sources.archive import DIRECTORY, REGULAR, Damage, Entry, read_archive
 from audiomill.sources.reader import Want, is_audio_name, register, unsafe_name_reason
 
 MAX_SIDECAR_BYTES = 1 << 20
@@ -32,89 +31,109 @@ def sample_key(name: str) -> tuple[str, str]:
 
 
 @register("tar")
-def read_tar(shard: Shard, want: Want) -> Iterator[Item]:
+def read_tar(shard: Shard, want: Want) -> Iterator[Item | SourceDamage]:
+    """The items of a tar shard, and any damage found in it (see :mod:`.archive`)."""
     try:
-        archive = tarfile.open(shard.path, mode="r|*")
-    except (OSError, tarfile.TarError) as exc:
+        in_place = _is_plain_tar(shard.path)
+        entries = read_archive(shard.path, lambda entry: _wanted(entry, want, in_place, shard.extensions))
+    except OSError as exc:
         raise ShardError(f"cannot open archive {shard.path}: {exc}") from exc
     index = 0
+    ends: list[int] = []  # where each item's data ends in the archive, by item index
     group_key: str | None = None
-    group: list[tuple[tarfile.TarInfo, bytes | None]] = []
-    in_place = getattr(archive.fileobj, "comptype", "") == "tar" and os.path.isfile(shard.path)
-    try:
-        with archive:
-            for member in archive:
-                name = member.name
-                key, _ = sample_key(name)
-                if group and key != group_key:
-                    for item in _group_items(shard, group, index, want):
-                        index += 1
-                        yield item
-                    group = []
-                group_key = key
-                if in_place and member.isfile() and member.size > IN_PLACE_BYTES and is_audio_name(name):
-                    group.append((member, None))  # the stream skips its bytes; the decoder reads them in place
-                else:
-                    group.append((member, _read_member(archive, member, want, key)))
-            for item in _group_items(shard, group, index, want):
+    group: list[Entry] = []
+    for entry in entries:
+        if isinstance(entry, Damage):
+            for item, end in _group_items(shard, group, index, want, in_place):
                 index += 1
+                ends.append(end)
                 yield item
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ShardError(f"archive {shard.path} is corrupt after {index} items: {exc}") from exc
+            yield _source_damage(shard, entry, group, ends)
+            group = []
+            continue
+        key, _ = sample_key(entry.name)
+        if group and key != group_key:
+            for item, end in _group_items(shard, group, index, want, in_place):
+                index += 1
+                ends.append(end)
+                yield item
+            group = []
+        group_key = key
+        group.append(entry)
+    for item, _ in _group_items(shard, group, index, want, in_place):
+        yield item
 
 
-def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo, want: Want, key: str) -> bytes | None:
-    """Read a member's bytes now (a stream cannot come back), unless nobody wants them."""
-    if not member.isfile() or unsafe_name_reason(member.name):
-        return None
-    if is_audio_name(member.name):
-        member_key = member.name.rsplit(".", 1)[0]
-        if not (want(key) or want(member_key)):
-            return None
-    elif member.size > MAX_SIDECAR_BYTES:
-        return None
-    handle = archive.extractfile(member)
-    return handle.read() if handle is not None else None
+def _is_plain_tar(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    return not head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
+
+
+def _wanted(entry: Entry, want: Want, in_place: bool, extensions: tuple[str, ...] | None) -> bool:
+    """Whether to read a member's bytes now (a stream cannot come back)."""
+    if unsafe_name_reason(entry.name):
+        return False
+    if is_audio_name(entry.name, extensions):
+        if in_place and entry.size > IN_PLACE_BYTES:
+            return False  # the decoder reads it from the archive itself
+        key = sample_key(entry.name)[0]
+        return want(key) or want(entry.name.rsplit(".", 1)[0])
+    return entry.size <= MAX_SIDECAR_BYTES
+
+
+def _source_damage(shard: Shard, damage: Damage, group: list[Entry], ends: list[int]) -> SourceDamage:
+    """The damage as the runner sees it: keyed by the audio member it cut short, if it did."""
+    key, audio_file = f"@{damage.position}", None
+    if damage.member is not None and is_audio_name(damage.member, shard.extensions):
+        others = [e for e in group if is_audio_name(e.name, shard.extensions)]
+        key = damage.member.rsplit(".", 1)[0] if others else sample_key(damage.member)[0]
+        audio_file = damage.member
+    untrusted = None
+    if damage.verified is not None:
+        untrusted = next((i for i, end in enumerate(ends) if end > damage.verified), len(ends))
+    return SourceDamage(damage.position, damage.reason, key, audio_file, untrusted)
 
 
 def _group_items(
-    shard: Shard, group: list[tuple[tarfile.TarInfo, bytes | None]], start: int, want: Want
-) -> Iterator[Item]:
+    shard: Shard, group: list[Entry], start: int, want: Want, in_place: bool
+) -> Iterator[tuple[Item, int]]:
+    """The items of one sample, each with where its data ends in the archive."""
     meta: dict = {}
-    audio: list[tuple[tarfile.TarInfo, bytes | None]] = []
-    for member, data in group:
-        if member.isdir():
+    audio: list[Entry] = []
+    for entry in group:
+        if entry.kind == DIRECTORY:
             continue
-        if is_audio_name(member.name):
-            audio.append((member, data))
+        if is_audio_name(entry.name, shard.extensions):
+            audio.append(entry)
             continue
-        _, ext = sample_key(member.name)
-        if data is None:
+        _, ext = sample_key(entry.name)
+        if entry.data is None:
             continue
         if ext == "json":
             try:
-                loaded = json.loads(data)
+                loaded = json.loads(entry.data)
             except (ValueError, UnicodeDecodeError):
                 continue
             if isinstance(loaded, dict):
                 meta.update(loaded)
         elif ext in TEXT_SIDECARS:
             try:
-                meta[ext] = data.decode("utf-8").strip()
+                meta[ext] = entry.data.decode("utf-8").strip()
             except UnicodeDecodeError:
                 pass
-    for offset, (member, data) in enumerate(audio):
-        key = sample_key(member.name)[0] if len(audio) == 1 else member.name.rsplit(".", 1)[0]
-        item = Item(key=key, source=shard.path, audio_file=member.name, index=start + offset, meta=dict(meta))
-        reason = unsafe_name_reason(member.name)
+    for offset, entry in enumerate(audio):
+        key = sample_key(entry.name)[0] if len(audio) == 1 else entry.name.rsplit(".", 1)[0]
+        item = Item(key=key, source=shard.path, audio_file=entry.name, index=start + offset, meta=dict(meta))
+        reason = unsafe_name_reason(entry.name)
         if not want(key):
             item.skipped = True
         elif reason:
             item.error = reason
-        elif not member.isfile():
-            item.error = f"member {member.name!r} is not a regular file"
-        elif data is None and member.size > IN_PLACE_BYTES:
-            item.member_range = (member.offset_data, member.size)
+        elif entry.kind != REGULAR:
+            item.error = f"member {entry.name!r} is not a regular file"
+        elif entry.data is None and entry.size > IN_PLACE_BYTES and in_place:
+            item.member_range = (entry.offset_data, entry.size)
         else:
-            item.data = data if data is not None else b""
-        yield item
+            item.data = entry.data if entry.data is not None else b""
+        yield item, entry.end
