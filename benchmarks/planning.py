@@ -3,7 +3,8 @@
 Makes a folder of ``--files`` empty ``.wav`` files (``--per-folder`` per subfolder; planning
 never opens them), then, each in a fresh process: plans it as ``audiomill tokenize`` does
 (``runner.plan.prepare``: the codec check with random weights, the walk, the sorted listing
-into the plan, the shards), and reads one shard's items from the listing. Prints one JSON
+into the plan, the shards), reads one shard's items from the listing, and plans again as a
+rerun does (the folder walked once more, to say whether files were added). Prints one JSON
 object with the wall seconds and peak RSS of each, next to a run over ``--baseline`` files,
 so that what the listing itself costs can be seen.
 """
@@ -31,8 +32,14 @@ planned = time.perf_counter() - started
 rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 started = time.perf_counter()
 items = sum(1 for _ in read_shard(shards[len(shards) // 2]))
+read = time.perf_counter() - started
+started = time.perf_counter()
+prepare(RunConfig(**{**cfg.to_json(), "outputs": []}))  # a rerun: the listing is checked against the folder
+replanned = time.perf_counter() - started
 print(json.dumps({"shards": len(shards), "plan_seconds": round(planned, 2), "peak_rss_mb": round(rss_plan, 1),
-                  "read_one_shard_seconds": round(time.perf_counter() - started, 4), "items_in_it": items}))
+                  "read_one_shard_seconds": round(read, 4), "items_in_it": items,
+                  "replan_seconds": round(replanned, 2),
+                  "peak_rss_after_replan_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 """
 
 

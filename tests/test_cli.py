@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 import pytest
 
@@ -125,8 +126,23 @@ def test_demo_runs_end_to_end_and_says_weights_are_random(tmp_path):
                            timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("randomly initialised weights") == 1
-    status = run_audiomill("status", str(tmp_path / "demo" / "tokens"), "--check-validity", check=True).stdout
+    lines = result.stderr.splitlines()
+    # progress in files and audio from the first files written, before the shard with the long file is done
+    first = next(number for number, line in enumerate(lines) if " INFO progress: " in line)
+    assert re.search(r"progress: 0/3 shards complete, [1-9]\d* files, 0 errors, [\d.]+ s audio", lines[first])
+    assert first < next(number for number, line in enumerate(lines) if "shard 000000 complete" in line)
+    tokens = tmp_path / "demo" / "tokens"
+    status = run_audiomill("status", str(tokens), "--check-validity", check=True).stdout
     assert "3 shards: 3 complete" in status and "0 problems" in status
+    # resynth says its weights are random, and names a --key that is not there
+    wavs = tmp_path / "wavs"
+    missing = run_audiomill("resynth", str(tokens), "--wav-dir", str(wavs), "--key", "spk9/none")
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
+        f"audiomill resynth: error: --key 'spk9/none': no record has this key in {tokens} (keys look like "
+        f"'spk0/utt00000')"] and not wavs.exists()
+    one = run_audiomill("resynth", str(tokens), "--wav-dir", str(wavs), "--key", "spk1/utt00001", check=True)
+    assert "randomly initialised weights (--random-weights): they are decoded with random weights too" in one.stderr
+    assert sorted(os.listdir(wavs / "spk1")) == ["utt00001.wav"]
 
 
 def _refused_then_accepted(refused: list[str], corrected: list[str], out, expected: str, env: dict | None = None):

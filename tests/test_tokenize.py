@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -259,7 +260,9 @@ def test_peak_memory_does_not_grow_with_files_or_file_length(tmp_path):
 def test_a_deleted_or_cut_output_and_a_damaged_done_marker_are_noticed_and_written_again(acceptance_shards,
                                                                                          tiny_snac, tmp_path):
     out = tmp_path / "out"
-    common = ["tokenize", acceptance_shards["paths"][1], "--out", str(out), "--model-path", tiny_snac]
+    archive = tmp_path / "000002.tar"
+    archive.write_bytes(open(acceptance_shards["paths"][1], "rb").read())
+    common = ["tokenize", str(archive), "--out", str(out), "--model-path", tiny_snac]
     assert run_audiomill(*common).returncode == 0
     written = (out / "000002.jsonl").read_bytes()
     for damage in ("delete", "cut", "marker"):
@@ -280,3 +283,11 @@ def test_a_deleted_or_cut_output_and_a_damaged_done_marker_are_noticed_and_writt
         assert reason in again.stderr
         assert (out / "000002.jsonl").read_bytes() == written
         assert "0 problems" in run_audiomill("status", str(out), "--check-validity", check=True).stdout
+    # the output is what was written, but the shard now holds a file it never saw: --check-validity says so
+    with tarfile.open(archive, "a") as tar:
+        info = tarfile.TarInfo("b/new.wav")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"RIFF"))
+    status = run_audiomill("status", str(out), "--check-validity")
+    assert status.returncode == 1
+    assert "000002: 1 file(s) of the shard have neither a record nor an error, such as 'b/new'" in status.stdout

@@ -16,6 +16,10 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def format_audio(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
 class Progress:
     """Counts files, errors, audio and shards from worker events, and shows them."""
 
@@ -31,6 +35,7 @@ class Progress:
         self.audio_seconds = 0.0
         self.started = time.time()
         self._last_log = self.started
+        self._said_first = False
         self._bar = None
         if mode == "bar":
             from tqdm import tqdm
@@ -45,7 +50,7 @@ class Progress:
     def summary(self) -> str:
         return (
             f"{self.shards_done}/{self.total_shards} shards complete, {self.files} files, {self.errors} errors, "
-            f"{self.audio_seconds / 3600:.3f} h audio, {self.realtime_factor:.1f}x real time, "
+            f"{format_audio(self.audio_seconds)} audio, {self.realtime_factor:.1f}x real time, "
             f"elapsed {format_duration(time.time() - self.started)}"
         )
 
@@ -61,14 +66,21 @@ class Progress:
                 self._bar.update(1)
         if self._bar is not None:
             self._bar.set_postfix_str(
-                f"{self.files} files, {self.errors} err, {self.audio_seconds / 3600:.2f} h, "
+                f"{self.files} files, {self.errors} err, {format_audio(self.audio_seconds)}, "
                 f"{self.realtime_factor:.1f}x RT",
                 refresh=False,
             )
             self._bar.refresh()
-        elif self.mode == "log" and time.time() - self._last_log >= self.interval:
+        elif self.mode == "log" and (time.time() - self._last_log >= self.interval or self._first(event)):
             self._last_log = time.time()
             log.info("progress: %s", self.summary())
+
+    def _first(self, event: dict[str, Any]) -> bool:
+        """The first files written: said at once (then every ``interval``), so a run shows it works."""
+        if self._said_first or event.get("event") != "progress" or not (self.files or self.errors):
+            return False
+        self._said_first = True
+        return True
 
     def logging_redirect(self):
         """While the bar is live, log lines go above it instead of through it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,9 +119,19 @@ def resynth(path: str, wav_dir: str, model_path: str | None = None, limit: int |
     info = codec_info(name)
     weights = None if plan.get("random_weights") and not model_path else resolve_weights(
         info, model_path or plan.get("model_path"))
+    if keys is not None:
+        known = {record["key"] for record in records_of(files, fmt)}
+        missing = sorted(keys - known)
+        if missing:
+            raise UsageError(f"--key {missing[0]!r}: no record has this key in {path} "
+                             f"(keys look like {first['key']!r})" + (f"; {len(missing) - 1} more --key not found"
+                                                                     if len(missing) > 1 else ""))
     codec = load_codec(name, weights, device, plan.get("codec_options") or {})
     if not hasattr(codec, "decode"):
         raise UsageError(f"{name} has no decoder")
+    if weights is None:
+        print(f"audiomill: note: {path} was tokenized with randomly initialised weights (--random-weights): "
+              f"they are decoded with random weights too, so the audio is noise", file=sys.stderr)
     written = 0
     for record in records_of(files, fmt):
         if keys is not None and record["key"] not in keys:

@@ -81,6 +81,7 @@ def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list
             problems.append(f"{final_name(name, fmt)} holds {len(keys)} records; {stats['records']} were written")
         errors_path = os.path.join(base, errors_name(name))
     else:
+        stats = {}
         journal, errors_path = folder.journals(name, state.group, fmt)
         keys = [entry["key"] for entry in _lines(journal, problems, torn_ok=True)]
     seen: set[str] = set()
@@ -90,10 +91,34 @@ def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list
             problems.append(f"{final_name(name, fmt)}: record {number}: key {key!r} written twice")
         seen.add(key)
         previous = key
+    recorded = set(seen)
     for error in _lines(errors_path, problems, torn_ok=state.state not in ("complete", "damaged")):
         if error["key"] in seen:
             problems.append(f"{os.path.basename(errors_path)}: key {error['key']!r} is both a record and an error")
         seen.add(error["key"])
+    if state.state in ("complete", "damaged"):
+        problems += _against_members(state.shard, recorded, seen, stats)
+    return problems
+
+
+def _against_members(shard: Shard, recorded: set[str], seen: set[str], stats: dict[str, Any]) -> list[str]:
+    """The keys written against the files the shard holds (read again from its input): none foreign,
+    and none left out (when every file gave a record, as a tokenizer's do: a stage may give none)."""
+    from audiomill.sources import read_shard
+
+    try:
+        members = {item.key for item in read_shard(shard, want=lambda key: False)}  # damage keys too
+    except Exception as exc:  # the input is gone or unreadable: say so, it is no traceback
+        return [f"{shard.name}: its input {shard.path} cannot be read to compare ({type(exc).__name__}: {exc})"]
+    problems = []
+    foreign = sorted(key for key in seen - members if not key.startswith("@"))
+    if foreign:
+        problems.append(f"{shard.name}: {len(foreign)} key(s) written that the shard does not hold, such as "
+                        f"{', '.join(map(repr, foreign[:3]))}")
+    missing = sorted(members - seen)
+    if missing and stats.get("items") == len(recorded):
+        problems.append(f"{shard.name}: {len(missing)} file(s) of the shard have neither a record nor an error, "
+                        f"such as {', '.join(map(repr, missing[:3]))}")
     return problems
 
 

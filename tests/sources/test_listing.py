@@ -18,7 +18,8 @@ def summary(shards) -> list[tuple]:
     return [(s.name, s.kind, s.start, s.count) for s in shards]
 
 
-def test_a_planned_folder_reads_its_shards_from_the_listing_and_new_files_do_not_shift_them(tmp_path, monkeypatch):
+def test_a_planned_folder_reads_its_shards_from_the_listing_and_new_files_do_not_shift_them(tmp_path, monkeypatch,
+                                                                                           caplog):
     monkeypatch.setattr(listing, "CHUNK", 3)  # the external sort spills and merges several chunks
     root = tmp_path / "corpus"
     names = [f"s{i % 4}/f{i:03d}.wav" for i in range(17)] + ["top.mp3", "a b/ü\nnewline.flac", "notes.txt"]
@@ -34,10 +35,16 @@ def test_a_planned_folder_reads_its_shards_from_the_listing_and_new_files_do_not
     keys = [[i.key for i in read_shard(s)] for s in planned]
     assert keys == [[i.key for i in read_shard(s)] for s in walked]
     assert sum(keys, []) == [n.rsplit(".", 1)[0] for n in audio]
+    assert not caplog.records
     make_folder(root, ["s0/a-new-file.wav"])  # sorts into the first shard of a fresh walk
+    (root / "top.mp3").unlink()
     again = discover_shards([str(root)], files_per_shard=5, listing_dir=str(plan))
     assert again == planned
-    assert [[i.key for i in read_shard(s)] for s in again] == keys
+    assert [[i.key for i in read_shard(s)] for s in again] == keys  # top.mp3 is still there: an error when decoded
+    assert [r.getMessage() for r in caplog.records] == [
+        f"1 audio file(s) were added to {root} after its plan was made (such as s0/a-new-file.wav): the plan's "
+        f"shards stay as they were, so they are not in this run; tokenize them into another --out",
+        f"1 audio file(s) of the plan are gone from {root}: they become error records"]
 
 
 def test_a_planned_manifest_is_a_copy_read_from_each_shards_offset(tmp_path):

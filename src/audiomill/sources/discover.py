@@ -120,7 +120,9 @@ def _shards_of(path: str, files_per_shard: int, listing_dir: str | None,
             raise UsageError(f"no tar archives or audio files in {path}")
         return _slices(base, "dir", path, count, files_per_shard)
     listing = os.path.join(listing_dir, f"{base}.files.jsonl")
-    if not os.path.exists(listing) and listings.list_folder(path, listing, extensions) == 0:
+    if os.path.exists(listing):
+        listings.report_changes(path, listing, extensions)
+    elif listings.list_folder(path, listing, extensions) == 0:
         os.unlink(listing)
         raise UsageError(f"no tar archives or audio files in {path}")
     return listings.slices(listing, base, "dir", path, files_per_shard)

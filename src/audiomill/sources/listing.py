@@ -12,8 +12,10 @@ chunks to disk and merges them, so a folder of millions of files plans in flat m
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from audiomill.items import Shard
 from audiomill.sources.reader import is_audio_name
 
 CHUNK = 1 << 16  # names sorted in memory at once while listing a folder
+
+log = logging.getLogger(__name__)
 
 
 def walk_audio_files(root: str, extensions: tuple[str, ...] | None = None) -> Iterator[str]:
@@ -70,6 +74,36 @@ def list_folder(root: str, path: str, extensions: tuple[str, ...] | None = None)
         for part in parts:
             os.unlink(part)
     return count
+
+
+def report_changes(root: str, path: str, extensions: tuple[str, ...] | None = None) -> None:
+    """Say so when the folder ``root`` no longer holds the files of its listing ``path``. The shards
+    stay those of the listing (so that none shifts): files added since are not in the run, and
+    files gone become error records."""
+    with open(path, "rb") as handle:
+        listed = sum(1 for _ in handle)
+    found = _digest(walk_audio_files(root, extensions))
+    if found == _digest(read_entries(path, 0, listed)):
+        return
+    names = set(read_entries(path, 0, listed))
+    added = [name for name in walk_audio_files(root, extensions) if name not in names]
+    if added:
+        log.warning("%d audio file(s) were added to %s after its plan was made (such as %s): the plan's shards "
+                    "stay as they were, so they are not in this run; tokenize them into another --out",
+                    len(added), root, ", ".join(sorted(added)[:3]))
+    gone = len(names) - (found[0] - len(added))
+    if gone > 0:
+        log.warning("%d audio file(s) of the plan are gone from %s: they become error records", gone, root)
+
+
+def _digest(names: Iterator[str]) -> tuple[int, int]:
+    """How many names, and a sum of their hashes: equal for the same names in any order, in flat memory."""
+    count = total = 0
+    for name in names:
+        count += 1
+        digest = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+        total = (total + int.from_bytes(digest, "big")) % (1 << 64)
+    return count, total
 
 
 def copy_manifest(manifest: str, path: str) -> None:

@@ -38,30 +38,25 @@ def read_tar(shard: Shard, want: Want) -> Iterator[Item | SourceDamage]:
         entries = read_archive(shard.path, lambda entry: _wanted(entry, want, in_place, shard.extensions))
     except OSError as exc:
         raise ShardError(f"cannot open archive {shard.path}: {exc}") from exc
-    index = 0
     ends: list[int] = []  # where each item's data ends in the archive, by item index
-    group_key: str | None = None
     group: list[Entry] = []
+
+    def samples() -> Iterator[Item]:
+        for item, end in _group_items(shard, group, len(ends), want, in_place):
+            ends.append(end)
+            yield item
+
     for entry in entries:
         if isinstance(entry, Damage):
-            for item, end in _group_items(shard, group, index, want, in_place):
-                index += 1
-                ends.append(end)
-                yield item
+            yield from samples()
             yield _source_damage(shard, entry, group, ends)
             group = []
-            continue
-        key, _ = sample_key(entry.name)
-        if group and key != group_key:
-            for item, end in _group_items(shard, group, index, want, in_place):
-                index += 1
-                ends.append(end)
-                yield item
-            group = []
-        group_key = key
-        group.append(entry)
-    for item, _ in _group_items(shard, group, index, want, in_place):
-        yield item
+        elif group and sample_key(entry.name)[0] != sample_key(group[0].name)[0]:
+            yield from samples()
+            group = [entry]
+        else:
+            group.append(entry)
+    yield from samples()
 
 
 def _is_plain_tar(path: str) -> bool:
@@ -86,8 +81,9 @@ def _source_damage(shard: Shard, damage: Damage, group: list[Entry], ends: list[
     """The damage as the runner sees it: keyed by the audio member it cut short, if it did."""
     key, audio_file = f"@{damage.position}", None
     if damage.member is not None and is_audio_name(damage.member, shard.extensions):
-        others = [e for e in group if is_audio_name(e.name, shard.extensions)]
-        key = damage.member.rsplit(".", 1)[0] if others else sample_key(damage.member)[0]
+        key = sample_key(damage.member)[0]
+        if any(is_audio_name(e.name, shard.extensions) and sample_key(e.name)[0] == key for e in group):
+            key = damage.member.rsplit(".", 1)[0]  # one of a sample's several audio members
         audio_file = damage.member
     untrusted = None
     if damage.verified is not None:

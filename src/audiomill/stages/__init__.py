@@ -76,7 +76,9 @@ class Stage(Protocol):
         """The file cannot be used (it did not decode): its error output, once."""
 
     def flush(self, end: bool = False) -> list[FileOutput]:
-        """Process everything waiting for a batch to fill. ``end``: no more input will come for now."""
+        """Process what waits for a batch to fill. ``end``: no more input will come for now, so
+        everything; otherwise a stage may return after part of it (what is done is written first)
+        and is called again while :attr:`waiting`."""
 
     def drain(self) -> list[FileOutput]:
         """What is already computed (stopping early: the rest stays undone)."""

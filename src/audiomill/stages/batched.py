@@ -156,6 +156,9 @@ class BatchedModelStage:
         self.pipeline = self.device.type == "cuda" if pipeline is None else pipeline
         self._encoder: ThreadPoolExecutor | None = None  # started with the first batch
         self._in_flight: deque[Future] = deque()
+        # On CPU a window longer than a batch (run alone, for long) waits behind the batches that were
+        # waiting when it came, run one a call: the short files decoded beside a long one are written first.
+        self._deferred: deque[list[Piece] | Piece] = deque()
 
     # -- what a subclass supplies --------------------------------------------------------------
 
@@ -192,7 +195,7 @@ class BatchedModelStage:
 
     @property
     def waiting(self) -> bool:
-        return bool(self.batcher.pending or self._in_flight)
+        return bool(self.batcher.pending or self._in_flight or self._deferred)
 
     def set_batch_seconds(self, seconds: float) -> None:
         self.batcher.max_samples = max(1, int(seconds * self.sample_rate))
@@ -212,11 +215,16 @@ class BatchedModelStage:
         piece = Piece(state, number, samples, self.batch_key(len(samples)))
         if len(samples) > self.batcher.max_samples:
             # a window longer than a whole batch: run on its own, in batch-sized windows
-            longest = self.batcher.max_samples
-            return self._submit(lambda: [(piece, self._run_windowed(samples, longest))])
+            if self.pipeline:
+                return self._run_oversized(piece)
+            self._deferred.extend(self.batcher.flush())
+            self._deferred.append(piece)
+            return self._run_deferred()
         outputs: list[FileOutput] = []
         for batch in self.batcher.add(piece):
             outputs += self._run(batch)
+        if self._deferred and not outputs:
+            outputs = self._run_deferred()
         return outputs
 
     def fail(self, state: FileState, reason: str, exc: BaseException | None = None) -> list[FileOutput]:
@@ -227,14 +235,29 @@ class BatchedModelStage:
         return self.guard.failed(FileOutput(state.ticket, state.item, error=reason), exc)
 
     def flush(self, end: bool = False) -> list[FileOutput]:
-        """Run every window still waiting for its batch to fill; every output that is due."""
+        """Run the windows still waiting for their batch to fill; every output that is due. On CPU,
+        unless ``end``, a call returns once a batch has given outputs, and what is left waits for the
+        next call (the caller calls again while :attr:`waiting`): what is done is written first."""
         outputs: list[FileOutput] = []
+        while self._deferred and (end or not outputs):
+            outputs += self._run_deferred()
         for batch in self.batcher.flush():
+            if outputs and not end and not self.pipeline:
+                self._deferred.append(batch)  # written at the next call: what is done is written first
+                continue
             outputs += self._run(batch)
         outputs += self.drain()
         if end:
             outputs += self.guard.release()
         return outputs
+
+    def _run_deferred(self) -> list[FileOutput]:
+        job = self._deferred.popleft()
+        return self._run(job) if isinstance(job, list) else self._run_oversized(job)
+
+    def _run_oversized(self, piece: Piece) -> list[FileOutput]:
+        longest = self.batcher.max_samples
+        return self._submit(lambda: [(piece, self._run_windowed(piece.samples, longest))])
 
     def drain(self) -> list[FileOutput]:
         """The outputs of every batch already handed to the model thread."""
