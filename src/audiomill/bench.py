@@ -16,6 +16,7 @@ The ceiling is min(model, decode) when the model runs on an accelerator, and
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -142,10 +143,8 @@ class Bench:
         device = devices[0]
         limit_kernel_cache(device)
         if cfg.tiny:
-            module = __import__(info.module, fromlist=["TINY", "save_random"])
-            if not hasattr(module, "TINY"):
-                raise UsageError(f"--tiny: {cfg.codec} has no tiny configuration")
-            weights = module.save_random(os.path.join(self.work, "tiny-model"), dict(info.config, **module.TINY))
+            module = importlib.import_module(info.module)
+            weights = module.save_tiny(info, os.path.join(self.work, "tiny-model"))
             weights_label = "tiny random config"
         elif cfg.model_path:
             weights = resolve_weights(info, cfg.model_path)

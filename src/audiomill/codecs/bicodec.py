@@ -234,3 +234,8 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
     tokenizer.model.eval()
     tokenizer.feature_extractor.eval()
     return BiCodec(tokenizer, info.name, device)
+
+
+def save_tiny(info: CodecInfo, folder: str) -> str:
+    """A tiny random BiCodec in Spark-TTS-0.5B's folder layout."""
+    return save_random(folder)

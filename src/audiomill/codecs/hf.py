@@ -279,6 +279,29 @@ def save_random(info: CodecInfo, folder: str, config: dict | None = None, seed: 
     return folder
 
 
+def dac_frames(num_samples: int, strides: list[int]) -> int:
+    """DAC's encoder: length-keeping convolutions around one strided convolution per block, of kernel
+    ``2 * stride`` padded by ``ceil(stride / 2)``. Not ``num_samples // hop``: a clip one sample
+    short of a hop multiple still gets that hop's frame."""
+    length = num_samples
+    for stride in strides:
+        length = (length + 2 * math.ceil(stride / 2) - 2 * stride) // stride + 1
+    return max(0, length)
+
+
+def higgs_frames(num_samples: int, config) -> int:
+    """Higgs' frames are its semantic branch's (the acoustic one is padded to match): the clip
+    resampled to 16 kHz (torchaudio's length, rounded up), padded by 160 samples a side, through
+    HuBERT's convolutional front end, then every ``semantic_downsample_factor``-th frame."""
+    from audiomill.codecs.units import conv_frames
+
+    semantic = config.semantic_model_config
+    rate, target = int(config.sample_rate), int(config.semantic_sample_rate)
+    length = math.ceil(num_samples * target / rate) if rate != target else num_samples
+    frames = conv_frames(length + 320, list(semantic.conv_kernel), list(semantic.conv_stride))
+    return -(-frames // int(config.semantic_downsample_factor))
+
+
 class TransformersCodec:
     """One transformers RVQ codec behind audiomill's Codec protocol."""
 
@@ -335,8 +358,11 @@ class TransformersCodec:
         return num_samples  # exact lengths only: see the module docstring
 
     def num_frames(self, num_samples: int) -> list[int]:
+        """Frames as the model's own arithmetic makes them (see :func:`dac_frames`, :func:`higgs_frames`)."""
         if self.family == "dac":
-            return [num_samples // self.hop]
+            return [dac_frames(num_samples, self.model.config.downsampling_ratios)]
+        if self.family == "higgs":
+            return [higgs_frames(num_samples, self.model.config)]
         if self.family == "xcodec2":
             return [num_samples // self.hop + 1]  # its feature extractor appends one sample, then pads to a hop
         if self.family == "mimi":
@@ -405,3 +431,8 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
                              f"{info.name} expects {info.sample_rate} Hz")
     extractor = feature_extractor(weights_dir, model.config) if family is XCODEC2 else None
     return TransformersCodec(model, info, device, float(option) if option is not None else None, extractor)
+
+
+def save_tiny(info: CodecInfo, folder: str) -> str:
+    """The tiny test configuration of ``info``'s architecture, saved as its hub repository is laid out."""
+    return save_random(info, folder)

@@ -304,3 +304,8 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
     mean, std = load_stats(weights_dir)
     codec = load_semantic_codec(os.path.join(weights_dir, CODEC_WEIGHTS))
     return MaskGCTSemantic(model, extractor, codec, mean, std, info.name, device)
+
+
+def save_tiny(info: CodecInfo, folder: str) -> str:
+    """The tiny w2v-BERT and RepCodec, in the upstream folder layout."""
+    return save_random(folder)

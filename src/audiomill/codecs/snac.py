@@ -134,3 +134,8 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
     model = SNAC(**config)
     model.load_state_dict(load_state_dict(weights_dir, info.weight_files))
     return SnacCodec(model, info.name, device)
+
+
+def save_tiny(info: CodecInfo, folder: str) -> str:
+    """The tiny test configuration of ``info``'s architecture (its rates, its attention), saved as upstream."""
+    return save_random(folder, dict(info.config, **TINY))

@@ -149,3 +149,11 @@ def load(info: CodecInfo, weights_dir: str | None, device: str, options: dict | 
     model = HubertModel.from_pretrained(weights_dir, use_safetensors=os.path.isfile(
         os.path.join(weights_dir, "model.safetensors")))
     return HubertUnits(model, centroids, layer, info.name, device)
+
+
+def save_tiny(info: CodecInfo, folder: str) -> str:
+    """A tiny random HuBERT and its k-means centroids, in the layout users pass with --model-path: as
+    deep as the default ``layer`` needs, so that it runs with the codec's default options."""
+    layer = int(info.config["layer"])
+    return save_random(folder, config=dict(TINY, num_hidden_layers=max(TINY["num_hidden_layers"], layer)),
+                       layer=layer)
