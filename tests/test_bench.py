@@ -24,6 +24,10 @@ def test_bench_json_reports_every_figure_and_consistent_ratios(tmp_path):
     assert abs(figures["ceiling"] - 1 / (1 / model + 1 / decode)) < 0.02  # CPU: model and decoders share cores
     assert figures["corpus_audio_seconds"] >= 40
     assert abs(figures["end_to_end_over_ceiling"] - figures["end_to_end"] / figures["ceiling"]) < 0.01
+    # how full the end-to-end run's batches were: every file is at least one clip of some model call
+    assert figures["model_calls"] >= 1 and figures["mean_batch_clips"] >= 1.0
+    assert figures["model_calls"] * figures["mean_batch_clips"] >= figures["corpus_files"]
+    assert 0.0 <= figures["padding_fraction"] < 1.0 and figures["repair_fraction"] == 0.0  # no codec repairs yet
     agreement = figures["agreement"]
     assert set(agreement) == {"bf16", "fp16", "compile"}
     for option in agreement.values():

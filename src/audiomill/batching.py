@@ -1,10 +1,9 @@
 """Batches built by total audio duration, from clips that give the same codes together.
 
-Each piece carries a bucket (the codec's ``batch_key``): for padding-unsafe codecs
-only clips with the same padded length share a bucket, so a batch never changes a
-clip's codes. A look-ahead of pending pieces lets buckets fill; when it holds more
-than ``lookahead`` times the batch budget in samples (or too many pieces), the
-fullest bucket goes, so memory stays bounded however long the shard.
+Each piece carries a bucket (the codec's ``batch_key``): only pieces of one bucket batch
+together, so a batch never changes a clip's codes. For a codec that takes clips of any length
+(``batch_key`` 0, see :mod:`audiomill.codecs.masking`), pieces are sorted by length within
+a look-ahead, so that a batch holds clips of close lengths and its padding stays small.
 """
 
 from __future__ import annotations
@@ -25,12 +24,24 @@ class Piece:
 
 
 class DurationBatcher:
+    """Pieces in, batches out: each batch at most ``max_samples`` padded samples (its clip count
+    times its longest clip), ``max_pieces`` clips, and ``max_padding`` padding (a share of its
+    clips' own samples), from pieces of one bucket.
+
+    A bucket whose pieces all have one length goes as soon as it is full. Pieces of different
+    lengths wait in a look-ahead of up to ``lookahead`` batches' worth of samples (or
+    ``max_pending_pieces``): when it overflows, the bucket holding the most audio gives its
+    longest pieces, sorted, as one batch (:meth:`_batch`); so lengths that are close batch
+    together, and memory stays bounded however long the shard.
+    """
+
     def __init__(self, max_samples: int, max_pieces: int = 256, lookahead: float = 4.0,
-                 max_pending_pieces: int = 1024) -> None:
+                 max_pending_pieces: int = 1024, max_padding: float = 0.5) -> None:
         self.max_samples = max(1, max_samples)
         self.max_pieces = max_pieces
         self.lookahead = lookahead
         self.max_pending_pieces = max_pending_pieces
+        self.max_padding = max_padding
         self._buckets: dict[int, list[Piece]] = {}
         self._pending = 0
         self._pending_samples = 0
@@ -40,26 +51,47 @@ class DurationBatcher:
         bucket.append(piece)
         self._pending += 1
         self._pending_samples += len(piece.samples)
-        if self._padded(piece.bucket) >= self.max_samples or len(bucket) >= self.max_pieces:
-            yield self._take(piece.bucket)
+        if len(piece.samples) == len(bucket[0].samples) and all(len(p.samples) == len(piece.samples) for p in bucket):
+            if len(bucket) * len(piece.samples) >= self.max_samples or len(bucket) >= self.max_pieces:
+                yield self._take(piece.bucket, list(bucket))
         while self._buckets and (self._pending_samples > self.lookahead * self.max_samples
                                  or self._pending > self.max_pending_pieces):
-            yield self._take(max(self._buckets, key=self._padded))
+            key = max(self._buckets, key=lambda k: sum(len(p.samples) for p in self._buckets[k]))
+            yield self._take(key, self._batch(self._buckets[key]))
 
     @property
     def pending(self) -> int:
         return self._pending
 
     def flush(self) -> Iterator[list[Piece]]:
+        """Every pending piece, in batches (longest first within each bucket)."""
         for key in sorted(self._buckets):
-            yield self._take(key)
+            while key in self._buckets:
+                yield self._take(key, self._batch(self._buckets[key]))
 
-    def _padded(self, key: int) -> int:
-        pieces = self._buckets[key]
-        return len(pieces) * max(len(p.samples) for p in pieces)
+    def _batch(self, pieces: list[Piece]) -> list[Piece]:
+        """The longest pieces, and after them as many of the next longest as the budget, the clip
+        count and the padding share allow."""
+        ranked = sorted(pieces, key=lambda p: -len(p.samples))
+        longest = len(ranked[0].samples)
+        batch, real = [ranked[0]], longest
+        for piece in ranked[1:]:
+            count, total = len(batch) + 1, real + len(piece.samples)
+            if count * longest > self.max_samples or count > self.max_pieces:
+                break
+            if count * longest - total > self.max_padding * total:
+                break
+            batch.append(piece)
+            real = total
+        return batch
 
-    def _take(self, key: int) -> list[Piece]:
-        pieces = self._buckets.pop(key)
-        self._pending -= len(pieces)
-        self._pending_samples -= sum(len(p.samples) for p in pieces)
-        return pieces
+    def _take(self, key: int, batch: list[Piece]) -> list[Piece]:
+        chosen = {id(p) for p in batch}
+        left = [p for p in self._buckets[key] if id(p) not in chosen]
+        if left:
+            self._buckets[key] = left
+        else:
+            del self._buckets[key]
+        self._pending -= len(batch)
+        self._pending_samples -= sum(len(p.samples) for p in batch)
+        return batch

@@ -166,6 +166,7 @@ class Bench:
         self._warm_up(stage)
 
         end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
+        batching = stage.counts.summary()  # of the end-to-end run
         decode, windows = self._decode_ceiling(stage, shards, workers)
         batches = self._batches(stage, windows)
         model, reference = self._model_ceiling(stage, batches)
@@ -192,6 +193,7 @@ class Bench:
             "end_to_end_over_ceiling": round(end_to_end / ceiling, 3),
             "end_to_end_over_model_ceiling": round(end_to_end / model, 3),
             "end_to_end_over_naive": round(end_to_end / naive, 3) if naive else None,
+            **batching,
             "peak_rss_mb": round(rss, 1),
             "decoder_peak_rss_mb": round(decoder_rss, 1),
             "date": time.strftime("%Y-%m-%d"),
@@ -215,6 +217,7 @@ class Bench:
 
     def _end_to_end(self, stage, shards, workers) -> tuple[float, float, float, float]:
         from audiomill.runner.shard import ShardProcessor
+        from audiomill.stages.batched import BatchCounts
         from audiomill.runner.state import OutputFolder
 
         out = os.path.join(self.work, "tokens")
@@ -222,6 +225,7 @@ class Bench:
         folder = OutputFolder(out)
         folder.create()
         reset_peak_rss()
+        stage.counts = BatchCounts()
         started = time.perf_counter()
         processor = ShardProcessor(folder, stage, workers, holder="bench")
         audio_seconds = 0.0
@@ -410,6 +414,9 @@ def format_report(result: dict[str, Any]) -> str:
     ]
     if result.get("naive"):
         lines.append(f"  end to end / naive          {result['end_to_end_over_naive']:.2f}")
+    lines.append(f"  batches: {result['mean_batch_clips']:.2f} clips a model call on average ({result['model_calls']} "
+                 f"calls), padding {100 * result['padding_fraction']:.1f} % and repair "
+                 f"{100 * result['repair_fraction']:.1f} % of the audio")
     lines.append(f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB")
     for label, figures in result.get("agreement", {}).items():
         if "error" in figures:

@@ -222,6 +222,10 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required:
                      help="padded audio per encoder batch (0: found from free GPU memory by a probe, remembered "
                           "per codec and GPU; 10 on CPU). Longer windows are encoded in overlapping windows of "
                           "this length")
+    tok.add_argument("--max-padding", type=_non_negative(float), default=0.5, metavar="SHARE",
+                     help="padding a batch may hold, as a share of its clips' own audio, for codecs that batch "
+                          "clips of different lengths ('masked' in 'audiomill codecs'): more gives fuller batches, "
+                          "less wastes less; codes are the same either way")
     tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
                      help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
                           "most 8; one per two cores for a CPU worker)")
@@ -413,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the corpus and outputs here (default: a temporary folder, removed after)")
     be.add_argument("--json", action="store_true",
                     help="print one JSON object (model_ceiling, decode_ceiling, ceiling, end_to_end, naive, "
-                         "peak_rss_mb, ...)")
+                         "mean_batch_clips, padding_fraction, repair_fraction, peak_rss_mb, ...)")
     _add_config(be)
     be.set_defaults(func=cmd_bench)
 
@@ -643,24 +647,27 @@ def cmd_shards(args: argparse.Namespace) -> int:
 def cmd_codecs(args: argparse.Namespace) -> int:
     import json
 
-    from audiomill.codecs import all_codecs
+    from audiomill.codecs import BATCHING, all_codecs
 
     infos = all_codecs()
     if args.json:
         print(json.dumps([{
             "name": i.name, "sample_rate": i.sample_rate, "frame_rates": list(i.frame_rates),
             "num_codebooks": i.num_codebooks, "cardinality": i.cardinality,
-            "bits_per_second": round(i.bits_per_second, 1), "padding_safe": i.padding_safe, "extra": i.extra,
+            "bits_per_second": round(i.bits_per_second, 1), "batching": i.batching, "exact": True, "extra": i.extra,
             "hub_id": i.hub_id, "options": list(i.options), "description": i.description}
             for i in infos.values()], indent=1))
         return EXIT_OK
-    print(f"{'codec':<16} {'rate':>6} {'frames/s':<28} {'books':>5} {'card':>6} {'bit/s':>7}  {'pad-safe':<8} "
-          f"{'extra':<23} options")
+    print(f"{'codec':<16} {'rate':>6} {'frames/s':<28} {'books':>5} {'card':>6} {'bit/s':>7}  {'batching':<13} "
+          f"{'exact':<5} {'extra':<23} options")
     for i in infos.values():
         rates = ", ".join(f"{r:.2f}" for r in i.frame_rates)
         print(f"{i.name:<16} {i.sample_rate:>6} {rates:<28} {i.num_codebooks:>5} {i.cardinality:>6} "
-              f"{i.bits_per_second:>7.0f}  {'yes' if i.padding_safe else 'no':<8} {'audiomill[' + i.extra + ']':<23} "
+              f"{i.bits_per_second:>7.0f}  {i.batching:<13} {'yes':<5} {'audiomill[' + i.extra + ']':<23} "
               f"{', '.join(i.options) or '-'}")
+    print("\nbatching (every code as if each clip were encoded alone):")
+    for method, meaning in BATCHING.items():
+        print(f"  {method:<13} {meaning}")
     return EXIT_OK
 
 

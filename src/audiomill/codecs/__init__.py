@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # as Hugging Face hub repositories hold them
 
 
+# How a codec's clips are batched, every code the same as encoding each clip alone:
+BATCHING = {
+    "masked": "clips of any length batch together: the padding is masked at every convolution "
+              "(see codecs.masking)",
+    "bucket": "clips batch with those the model pads to the same length itself",
+    "exact-length": "clips batch only with clips of exactly their length (the model's codes depend on "
+                    "the whole clip, or on how it ends)",
+}
+
+
 @dataclass(frozen=True)
 class CodecInfo:
     name: str
@@ -29,7 +39,7 @@ class CodecInfo:
     frame_rates: tuple[float, ...]
     num_codebooks: int
     cardinality: int
-    padding_safe: bool
+    batching: str  # how clips batch with their codes exact: see BATCHING
     extra: str
     hub_id: str | None
     weight_files: tuple[str, ...]
@@ -60,11 +70,11 @@ class Codec(Protocol):
     frame_rates: list[float]
     num_codebooks: int
     cardinality: int
-    padding_safe: bool
+    batching: str  # see BATCHING
     alignment: int  # window starts and batch buckets are multiples of this many samples
 
     def batch_key(self, num_samples: int) -> int:
-        """Clips with equal keys give the same codes batched as alone (0 for padding-safe codecs)."""
+        """Clips with equal keys give the same codes batched as alone (0: any clips, as "masked" codecs)."""
 
     def frame_hops(self) -> list[int]:
         """Samples per frame of each output level."""

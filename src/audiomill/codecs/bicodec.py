@@ -39,7 +39,7 @@ INSTALL_HINT = ("bicodec needs Spark-TTS' model code: pip install --no-deps spar
 INFOS = [
     CodecInfo(
         name="bicodec", module=__name__, sample_rate=16000, frame_rates=(50.0,), num_codebooks=1, cardinality=8192,
-        padding_safe=False, extra="bicodec", hub_id="SparkAudio/Spark-TTS-0.5B",
+        batching="exact-length", extra="bicodec", hub_id="SparkAudio/Spark-TTS-0.5B",
         weight_files=(os.path.join(CODEC_DIR, "model.safetensors"),),
         layout=(("config.yaml",), (os.path.join(CODEC_DIR, "config.yaml"),),
                 (os.path.join(CODEC_DIR, "model.safetensors"),), (os.path.join(SSL_MODEL, "config.json"),)),
@@ -93,7 +93,7 @@ def _library():
 
 
 class BiCodec:
-    padding_safe = False
+    batching = "exact-length"
     frame_rates = [50.0]
     num_codebooks = 1
     clip_fields = ("global_tokens",)  # per-clip outputs, after the frame levels

@@ -5,13 +5,14 @@ or ``pytorch_model.bin`` read with ``weights_only=True``) through the model clas
 ``from_pretrained``, and returns codes ``[num_codebooks, frames]`` exactly as the
 model's ``encode`` gives them for that clip alone.
 
-Batching: none of these models masks zero-padding all the way through (EnCodec pads
-its convolutions by reflection at the end of the input, DAC and Mimi take no mask
-into their encoders, Higgs' HuBERT and X-codec2's w2v-BERT attend to the padding, and
-X-codec2 normalises its filter banks over each clip), so a padded clip's last frames
-would differ from its codes alone. Clips are batched only with clips of exactly the
-same length -- the windows of a long file, mostly -- which keeps every code identical
-to the reference.
+Batching: DAC's encoder is convolutions only, and its padding is masked at every
+convolution (:mod:`audiomill.codecs.masking`): clips of any length batch with codes
+identical to each alone. The others take no mask that makes padding invisible (EnCodec
+pads its convolutions by reflection at the end of the input, Mimi pads its end too,
+Higgs' HuBERT and X-codec2's w2v-BERT attend to the padding, and X-codec2 normalises its
+filter banks over each clip), so a padded clip's last frames would differ from its codes
+alone: they batch only with clips of exactly the same length -- the windows of a long
+file, mostly -- which keeps every code identical to the reference.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 from dataclasses import dataclass
 
 from audiomill.codecs import WEIGHT_FILES, CodecInfo
+from audiomill.codecs.masking import ConvMask
 from audiomill.errors import UsageError
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ def _info(name: str, family: str, hub_id: str, rate: int, frame_rate: float, boo
           config: dict, description: str, default_option: float | None = None) -> CodecInfo:
     return CodecInfo(
         name=name, module=__name__, sample_rate=rate, frame_rates=(frame_rate,), num_codebooks=books,
-        cardinality=cardinality, padding_safe=False, extra="transformers", hub_id=hub_id,
+        cardinality=cardinality, batching="masked" if family == "dac" else "exact-length", extra="transformers",
+        hub_id=hub_id,
         weight_files=WEIGHT_FILES, config=dict(config, family=family, default_option=default_option),
         description=description, options=(FAMILIES[family].option,) if FAMILIES[family].option else (),
     )
@@ -305,8 +308,6 @@ def higgs_frames(num_samples: int, config) -> int:
 class TransformersCodec:
     """One transformers RVQ codec behind audiomill's Codec protocol."""
 
-    padding_safe = False
-
     def __init__(self, model, info: CodecInfo, device: str, option: float | None, extractor=None) -> None:
         import torch
 
@@ -338,6 +339,9 @@ class TransformersCodec:
             self.hop = int(config.hop_length)
             books = int(config.n_codebooks)
         self.alignment = self.hop
+        # DAC's encoder is convolutions only: any lengths batch, masked (codecs.masking); the others, see above
+        self.batching = "masked" if self.family == "dac" else "exact-length"
+        self.mask = ConvMask(self.model.encoder) if self.batching == "masked" else None
         self.num_codebooks = books
         self.cardinality = (math.prod(config.quantization_levels) if self.family == "xcodec2"
                             else int(config.codebook_size))
@@ -355,7 +359,7 @@ class TransformersCodec:
         return [self.alignment / self._chunk_frames] if self._chunked else [self.hop]
 
     def batch_key(self, num_samples: int) -> int:
-        return num_samples  # exact lengths only: see the module docstring
+        return 0 if self.mask is not None else num_samples  # exact lengths only: see the module docstring
 
     def num_frames(self, num_samples: int) -> list[int]:
         """Frames as the model's own arithmetic makes them (see :func:`dac_frames`, :func:`higgs_frames`)."""
@@ -384,7 +388,8 @@ class TransformersCodec:
             return [self.model.encode(**{k: v.to(self.device) for k, v in inputs.items()}).audio_codes]
         x = wav.to(self.device)[:, None, :]
         if self.family == "dac":
-            return [self.model.encode(x).audio_codes]
+            with self.mask.clips(lengths.tolist()):
+                return [self.model.encode(x).audio_codes]
         if self.family == "mimi":
             return [self.model.encode(x, num_quantizers=self.num_codebooks).audio_codes]
         if self.family == "higgs":

@@ -38,7 +38,7 @@ TINY_CODEC = dict(vocos_dim=16, vocos_intermediate_dim=32, vocos_num_layers=2, c
 INFOS = [
     CodecInfo(
         name="maskgct-semantic", module=__name__, sample_rate=16000, frame_rates=(50.0,), num_codebooks=1,
-        cardinality=8192, padding_safe=False, extra="transformers", hub_id=None,
+        cardinality=8192, batching="exact-length", extra="transformers", hub_id=None,
         weight_files=(CODEC_WEIGHTS,),
         layout=((os.path.join(SEMANTIC_MODEL, "config.json"),), (CODEC_WEIGHTS,), STATS_FILES),
         description="MaskGCT / IndexTTS2 semantic codes: w2v-BERT 2.0 layer 17, normalised by its stats, "
@@ -196,7 +196,7 @@ def load_stats(folder: str):
 
 
 class MaskGCTSemantic:
-    padding_safe = False
+    batching = "exact-length"
     frame_rates = [50.0]
     num_codebooks = 1
     sample_rate = 16000

@@ -1,9 +1,11 @@
 """SNAC (Siuzdak et al.): multi-scale codes, coarse to fine levels.
 
 SNAC right-pads every clip with zeros to a multiple of ``hop * lcm(vq_strides[0],
-attn_window_size)`` and has no padding mask, so zero-padding a clip in a batch
-changes its last frames -- unless it pads to the same length SNAC would pad it to
-alone. Clips are therefore batched only with clips of the same padded length.
+attn_window_size)`` and has no padding mask, so zero-padding a clip further in a batch
+would change its last frames. Without attention (24 kHz) the encoder is convolutions
+only, and the padding is masked at every convolution (:mod:`audiomill.codecs.masking`,
+the clip's valid length being what SNAC pads it to): clips of any length batch. With
+local attention (32 and 44 kHz), clips batch only with those SNAC pads to the same length.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import os
 
 from audiomill.codecs import WEIGHT_FILES, CodecInfo, load_state_dict
+from audiomill.codecs.masking import ConvMask
 from audiomill.errors import UsageError
 
 
@@ -33,7 +36,8 @@ def _info(name: str, hub_id: str, config: dict) -> CodecInfo:
     rates = tuple(config["sampling_rate"] / (hop * s) for s in config["vq_strides"])
     return CodecInfo(
         name=name, module=__name__, sample_rate=config["sampling_rate"], frame_rates=rates,
-        num_codebooks=len(config["vq_strides"]), cardinality=config["codebook_size"], padding_safe=False,
+        num_codebooks=len(config["vq_strides"]), cardinality=config["codebook_size"],
+        batching="bucket" if config.get("attn_window_size") else "masked",
         extra="snac", hub_id=hub_id, weight_files=WEIGHT_FILES, config=config,
         description="SNAC multi-scale codec; one token list per level, coarse to fine",
     )
@@ -47,8 +51,6 @@ INFOS = [
 
 
 class SnacCodec:
-    padding_safe = False
-
     def __init__(self, model, name: str, device: str) -> None:
         import torch
 
@@ -62,20 +64,30 @@ class SnacCodec:
         self.frame_rates = [self.sample_rate / h for h in self.frame_hops()]
         self.num_codebooks = len(self.strides)
         self.cardinality = int(model.codebook_size)
+        # without attention the encoder is convolutions only: any lengths batch, masked (codecs.masking);
+        # with local attention, only clips that SNAC pads to the same length (it has no padding mask)
+        self.batching = "bucket" if model.attn_window_size else "masked"
+        self.mask = ConvMask(model.encoder) if self.batching == "masked" else None
 
     def frame_hops(self) -> list[int]:
         return [self.hop * s for s in self.strides]
 
+    def padded(self, num_samples: int) -> int:
+        """The length SNAC pads a clip to before encoding (a multiple of :attr:`alignment`)."""
+        return -(-num_samples // self.alignment) * self.alignment
+
     def batch_key(self, num_samples: int) -> int:
-        return -(-num_samples // self.alignment)
+        return 0 if self.mask is not None else self.padded(num_samples) // self.alignment
 
     def num_frames(self, num_samples: int) -> list[int]:
-        padded = self.batch_key(num_samples) * self.alignment
-        return [padded // h for h in self.frame_hops()]
+        return [self.padded(num_samples) // h for h in self.frame_hops()]
 
     def encode(self, wav, lengths):
         """Codes per level for ``wav[B, T]``; the caller chooses the grad mode (the stage: inference)."""
-        return self.model.encode(wav.to(self.device)[:, None, :])
+        if self.mask is None:
+            return self.model.encode(wav.to(self.device)[:, None, :])
+        with self.mask.clips([self.padded(int(n)) for n in lengths]):
+            return self.model.encode(wav.to(self.device)[:, None, :])
 
     def decode(self, codes):
         import torch

@@ -27,7 +27,7 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 INFOS = [
     CodecInfo(
         name="hubert-units", module=__name__, sample_rate=16000, frame_rates=(50.0,), num_codebooks=1,
-        cardinality=500, padding_safe=False, extra="transformers", hub_id=None, weight_files=WEIGHT_FILES,
+        cardinality=500, batching="exact-length", extra="transformers", hub_id=None, weight_files=WEIGHT_FILES,
         config=dict(layer=9), options=("layer",),
         description="HuBERT/mHuBERT layer-N features -> nearest k-means centroid (kmeans.npy in --model-path); "
                     "--codec-option layer=N (default 9); cardinality is the number of centroids",
@@ -62,7 +62,7 @@ def load_centroids(folder: str):
 
 
 class HubertUnits:
-    padding_safe = False
+    batching = "exact-length"
     frame_rates = [50.0]
     num_codebooks = 1
 

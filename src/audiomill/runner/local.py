@@ -132,9 +132,21 @@ def _run_inline(cfg, shards, device, threads, on_event, stop, holder) -> list[Sh
         for result in processor.run_shards(shards, cfg.retry_errors, on_event, stop):
             on_event({"event": "shard", "shard": result.name, "status": result.status})
             results.append(result)
+        log_batching(processor)
     finally:
         processor.close()
     return results
+
+
+def log_batching(processor) -> None:
+    """How full each stage's model calls were: what --batch-seconds and --max-padding bought."""
+    for output in processor.outputs:
+        counts = getattr(output.stage, "counts", None)
+        if counts is not None and counts.batches:
+            figures = counts.summary()
+            log.info("%s: %d model calls, %.2f clips each on average, padding %.1f %% of the audio",
+                     output.group or output.stage.name, figures["model_calls"], figures["mean_batch_clips"],
+                     100 * figures["padding_fraction"])
 
 
 def _run_processes(cfg, shards, devices, threads, on_event, stop, holder):
@@ -213,6 +225,7 @@ def _worker_main(index, device, workers_on_node, cfg_json, threads, todo, events
             for result in processor.run_shards(shards, cfg.retry_errors, events.put, stop):
                 events.put({"event": "result", "shard": result.name, "status": result.status,
                             "stats": result.stats, "reason": result.reason})
+            log_batching(processor)
         finally:
             processor.close()
     except DiskFull as exc:  # the parent stops the run, in one line

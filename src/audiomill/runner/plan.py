@@ -66,6 +66,8 @@ def prepare(cfg: RunConfig) -> list[Shard]:
     existed = os.path.exists(cfg.out)
     with _plan_lock(folder):
         planned = folder.exists()
+        if planned:  # before the inputs are listed and compared with the plan's listing
+            _same_output_fields(folder, cfg)
         try:  # folders and manifests are listed into the plan, once: see sources.listing
             listing = os.path.join(folder.state, "listing")
             os.makedirs(listing, exist_ok=True)
@@ -116,15 +118,7 @@ def _freeze(folder: OutputFolder, cfg: RunConfig, shards: list[Shard]) -> None:
             "shards": [s.to_json() for s in shards],
         })
         return
-    plan = folder.read_plan()
-    old_config = plan.get("config", {})
-    for name in OUTPUT_FIELDS:
-        default = RunConfig.__dataclass_fields__[name].default
-        old, new = old_config.get(name, default), config[name]
-        if old != new:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{cfg.out} was made with {_shown(flag, old)}, not {_shown(flag, new)}: use another "
-                             f"--out, or the same {flag}")
+    plan = folder.read_plan()  # its run-wide output settings are those of cfg (checked in prepare)
     plan["outputs"] = _merge_outputs(cfg.out, plan.get("outputs") or _outputs_of_old_plan(plan), cfg.outputs)
     known = {s["name"]: s for s in plan["shards"]}
     for shard in shards:
@@ -137,6 +131,19 @@ def _freeze(folder: OutputFolder, cfg: RunConfig, shards: list[Shard]) -> None:
     cfg.outputs = plan["outputs"]
     plan["config"] = cfg.to_json()  # what writes the output is checked equal above; the rest is this launch's
     folder.write_plan(plan)
+
+
+def _same_output_fields(folder: OutputFolder, cfg: RunConfig) -> None:
+    """A run on an existing plan has its run-wide settings that decide what is written."""
+    old_config = folder.read_plan().get("config", {})
+    config = cfg.to_json()
+    for name in OUTPUT_FIELDS:
+        default = RunConfig.__dataclass_fields__[name].default
+        old, new = old_config.get(name, default), config[name]
+        if old != new:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{cfg.out} was made with {_shown(flag, old)}, not {_shown(flag, new)}: use another "
+                             f"--out, or the same {flag}")
 
 
 def _shown(flag: str, value: Any) -> str:

@@ -97,6 +97,31 @@ class HeapTrimmer:
 
 
 @dataclass
+class BatchCounts:
+    """What the model calls were given: how full the batches were, and how much of them was padding."""
+
+    batches: int = 0
+    clips: int = 0
+    samples: int = 0  # of the clips themselves
+    padding: int = 0  # samples added to fill each batch to its longest clip
+    repaired: int = 0  # samples encoded again to make padded clips exact
+
+    def add(self, clips: list[np.ndarray], padded_length: int) -> None:
+        real = sum(len(clip) for clip in clips)
+        self.batches += 1
+        self.clips += len(clips)
+        self.samples += real
+        self.padding += len(clips) * padded_length - real
+
+    def summary(self) -> dict[str, float]:
+        """``mean_batch_clips``, ``padding_fraction`` and ``repair_fraction`` (of the clips' samples)."""
+        return {"model_calls": self.batches,
+                "mean_batch_clips": round(self.clips / self.batches, 2) if self.batches else 0.0,
+                "padding_fraction": round(self.padding / self.samples, 4) if self.samples else 0.0,
+                "repair_fraction": round(self.repaired / self.samples, 4) if self.samples else 0.0}
+
+
+@dataclass
 class FileState:
     """One file's windows in flight: their results, and whether its last window has come."""
 
@@ -128,7 +153,7 @@ class BatchedModelStage:
 
     def __init__(self, sample_rate: int, alignment: int, window_seconds: float, overlap_seconds: float,
                  batch_seconds: float, device: str = "cpu", precision: str = "fp32", compile: bool = False,
-                 pipeline: bool | None = None) -> None:
+                 pipeline: bool | None = None, max_padding: float = 0.5) -> None:
         """``pipeline``: run the model in a thread of its own, one batch ahead (default: on a GPU only;
         on CPU the thread would only take cores from the model)."""
         import torch
@@ -137,7 +162,7 @@ class BatchedModelStage:
         self.alignment = alignment
         self.window = int(window_seconds * sample_rate) if window_seconds > 0 else 0
         self.overlap = int(overlap_seconds * sample_rate)
-        self.batcher = DurationBatcher(max(1, int(batch_seconds * sample_rate)))
+        self.batcher = DurationBatcher(max(1, int(batch_seconds * sample_rate)), max_padding=max_padding)
         self.device = torch.device(device)
         if precision not in PRECISIONS:
             raise UsageError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
@@ -153,6 +178,7 @@ class BatchedModelStage:
         self._heap = HeapTrimmer(enabled=self.device.type == "cpu")
         self.guard = FailureGuard(self.name)
         self.ooms = 0
+        self.counts = BatchCounts()
         self.pipeline = self.device.type == "cuda" if pipeline is None else pipeline
         self._encoder: ThreadPoolExecutor | None = None  # started with the first batch
         self._in_flight: deque[Future] = deque()
@@ -431,5 +457,6 @@ class BatchedModelStage:
 
     def _run_prepared(self, clips: list[np.ndarray], prepared: tuple) -> list[Any]:
         results = self.unbatch(clips, self.encode_tensors(*prepared))
+        self.counts.add(clips, prepared[0].shape[-1])
         self._heap.tidy()  # the batch's activations and outputs are freed by now
         return results

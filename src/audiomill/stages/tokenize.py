@@ -39,12 +39,13 @@ class TokenizeSettings:
     chunk_seconds: float = 60.0
     overlap_seconds: float = 4.0
     batch_seconds: float = 0.0  # 0: by device (probed on a GPU, CPU_BATCH_SECONDS on CPU)
+    max_padding: float = 0.5  # padding a batch may hold, a share of its clips' own samples
     precision: str = "fp32"
     compile: bool = False
     weights: str | None = None  # resolved when the plan is made (None: random)
 
     # settings that do not change what is written: a plan may be run again with others
-    RUNTIME = ("batch_seconds",)
+    RUNTIME = ("batch_seconds", "max_padding")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TokenizeSettings":
@@ -160,19 +161,20 @@ class TokenizeStage(BatchedModelStage):
         codec = _checked.pop(_cache_key(settings), None) if device == "cpu" else None
         codec = codec or load_codec(cfg.codec, cfg.weights, device, cfg.codec_options)
         stage = cls(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds or CPU_BATCH_SECONDS,
-                    precision=cfg.precision, compile=cfg.compile)
+                    precision=cfg.precision, compile=cfg.compile, max_padding=cfg.max_padding)
         if not cfg.batch_seconds:
             stage.set_batch_seconds(batch_budget(stage, device))
         return stage
 
     def __init__(self, codec: Codec, window_seconds: float, overlap_seconds: float, batch_seconds: float,
-                 precision: str = "fp32", compile: bool = False, pipeline: bool | None = None) -> None:
+                 precision: str = "fp32", compile: bool = False, pipeline: bool | None = None,
+                 max_padding: float = 0.5) -> None:
         self.codec = codec
         self.name = codec.name
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
         self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
         super().__init__(codec.sample_rate, codec.alignment, window_seconds, overlap_seconds, batch_seconds,
-                         getattr(codec, "device", "cpu"), precision, compile, pipeline)
+                         getattr(codec, "device", "cpu"), precision, compile, pipeline, max_padding)
 
     def model(self, tensor, lengths) -> list:
         return self.codec.encode(tensor, lengths)

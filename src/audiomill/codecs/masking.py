@@ -1,0 +1,76 @@
+"""Full batches of clips of any length through a convolutional encoder, each clip's codes exactly
+those of encoding it alone.
+
+Why it is exact. A zero-padded convolution encoding a clip alone reads, past the clip's end,
+the zeros of its own padding. In a batch zero-padded to the longest clip, the first layer
+also reads zeros there; but every later layer reads what the layer before made of that
+padding (its bias, its activations), not zeros. :class:`ConvMask` zeroes every
+convolution's input past each clip's valid length at that layer, the length the clip alone
+would have there, so that each layer reads what it would alone. The outputs within the valid
+length are then computed from exactly the values they are computed from alone (the window
+of an output inside the valid length never reaches past the valid input plus the padding,
+as the length arithmetic of a convolution says), and the frames past a clip's own are cut
+off afterwards. Multiplying the valid values by one leaves them bit for bit as they were.
+
+It holds for encoders made of convolutions and pointwise operations only (activations,
+residual sums, per-frame quantizers): DAC's, SNAC's without attention. An encoder with
+attention, normalisation over time or a recurrent layer is not exact this way, and keeps
+another batching method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+
+class ConvMask:
+    """Hooks on every ``Conv1d`` of ``encoder``: while :meth:`clips` says the clips' valid lengths,
+    each convolution's input is zeroed past them, and strided convolutions carry the lengths down.
+    Outside :meth:`clips` the hooks do nothing."""
+
+    def __init__(self, encoder) -> None:
+        import torch
+
+        self._lengths: list[int] | None = None
+        self._masks: dict[tuple, object] = {}
+        self._hooks = []
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.Conv1d):
+                self._hooks.append(module.register_forward_pre_hook(self._mask))
+                self._hooks.append(module.register_forward_hook(self._carry))
+
+    @contextlib.contextmanager
+    def clips(self, lengths: Sequence[int]) -> Iterator[None]:
+        """Encode a batch whose rows hold clips of these valid lengths (samples at the encoder's input)."""
+        self._lengths = [int(n) for n in lengths]
+        self._masks: dict[tuple, object] = {}  # one mask per resolution: a few host-to-device copies a batch
+        try:
+            yield
+        finally:
+            self._lengths = None
+            self._masks = {}
+
+    def _mask(self, module, args):
+        import torch
+
+        if self._lengths is None or len(self._lengths) <= 1:  # one clip: nothing is padding
+            return None
+        x = args[0]
+        key = (x.shape[-1], tuple(self._lengths), x.dtype, x.device)
+        mask = self._masks.get(key)
+        if mask is None:
+            lengths = torch.tensor(self._lengths, device=x.device)
+            mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None])[:, None, :].to(x.dtype)
+            self._masks[key] = mask
+        return (x * mask,) + tuple(args[1:])
+
+    def _carry(self, module, args, output) -> None:
+        if self._lengths is not None and module.stride[0] > 1:
+            self._lengths = [conv_length(n, module) for n in self._lengths]
+
+
+def conv_length(length: int, conv) -> int:
+    """The output length of ``conv`` (a ``Conv1d``) for an input of ``length``."""
+    kernel, stride, padding, dilation = conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
+    return max(0, (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1)

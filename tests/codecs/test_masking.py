@@ -1,0 +1,98 @@
+"""Masked batching through the real runner: clips of every length in full batches, each clip's
+codes those of encoding it alone (the codec's own package, called directly), long files windowed.
+
+SNAC 24 kHz and DAC 16 kHz (tiny real architectures) as two stages of one pipeline: one run
+batches with padding masked, another with ``max-padding = 0`` (only clips of one length
+together, as before masking): the outputs are the same records, the masked run's batches are several times fuller, and every clip
+short enough to be encoded in one window has the codes of the upstream model on it alone."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import pytest
+
+from audiomill.audio import decode
+from audiomill.corpus import encode_audio, speech
+from tests.conftest import read_jsonl, run_audiomill
+
+DURATIONS = [1.2, 7.5, 2.3, 4.1, 3.3, 6.2, 1.7, 5.5, 2.9, 4.8, 3.7, 1.1, 6.9, 26.0]  # the last one is windowed
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed") / "clips"
+    folder.mkdir()
+    order = list(range(len(DURATIONS)))
+    random.Random(5).shuffle(order)
+    for rank, index in enumerate(order):
+        samples, rate = speech(DURATIONS[index], seed=index)
+        extension = ("wav", "flac", "mp3")[index % 3]
+        (folder / f"c{rank:02d}.{extension}").write_bytes(encode_audio(samples, rate, extension))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dac(tmp_path_factory) -> str:
+    from audiomill.codecs import codec_info
+    from audiomill.codecs.hf import save_tiny
+
+    return save_tiny(codec_info("dac-16khz"), str(tmp_path_factory.mktemp("dac16")))
+
+
+def _calls(stderr: str) -> dict[str, float]:
+    """Per stage, the mean clips per model call its worker logged."""
+    return {match.group(1): float(match.group(2))
+            for match in re.finditer(r"INFO (\w+): \d+ model calls, ([\d.]+) clips each", stderr)}
+
+
+def _reference(codec: str, model_dir: str):
+    """The upstream model, loaded once: a clip's samples -> its codes, called directly."""
+    import torch
+
+    if codec == "snac-24khz":
+        from snac import SNAC
+
+        model = SNAC.from_pretrained(model_dir).eval()
+        encode = lambda x: model.encode(x)  # noqa: E731
+    else:
+        from transformers import DacModel
+
+        model = DacModel.from_pretrained(model_dir).eval()
+        encode = lambda x: [model.encode(x).audio_codes[0]]  # noqa: E731
+
+    def codes(samples: np.ndarray) -> list[list[int]]:
+        with torch.inference_mode():
+            levels = encode(torch.from_numpy(samples)[None, None, :])
+        return [level[0].tolist() for level in levels] if codec == "snac-24khz" else levels[0].tolist()
+
+    return codes
+
+
+def test_masked_batches_are_full_and_every_code_is_the_clips_alone(corpus, tiny_snac, tiny_dac, tmp_path):
+    from tests.test_pipeline import write_pipeline
+
+    stages = [{"name": "snac", "codec": "snac-24khz", "model-path": tiny_snac},
+              {"name": "dac", "codec": "dac-16khz", "model-path": tiny_dac}]
+    settings = {"chunk-seconds": 10, "overlap-seconds": 2, "batch-seconds": 30}
+    masked = run_audiomill("run", write_pipeline(tmp_path / "masked.toml", [str(corpus)], tmp_path / "masked",
+                                                 stages, **settings), check=True)
+    lengths = run_audiomill("run", write_pipeline(tmp_path / "lengths.toml", [str(corpus)], tmp_path / "lengths",
+                                                  stages, **settings, **{"max-padding": 0}), check=True)
+    fuller, before = _calls(masked.stderr), _calls(lengths.stderr)
+    for name, codec, model in (("snac", "snac-24khz", tiny_snac), ("dac", "dac-16khz", tiny_dac)):
+        records = read_jsonl(tmp_path / "masked" / name / "clips-00000.jsonl")
+        assert records == read_jsonl(tmp_path / "lengths" / name / "clips-00000.jsonl")
+        assert fuller[name] >= 2.5 * before[name], (name, fuller, before)
+        reference = _reference(codec, model)
+        rate = records[0]["sample_rate"]
+        checked = 0
+        for record in records:
+            samples = decode(str(corpus / record["audio_file"]), rate).samples
+            if len(samples) > 10 * rate:
+                continue  # windowed: the same bytes as the run whose windows batch only with their equals
+            assert record["tokens"] == reference(samples), (name, record["key"])
+            checked += 1
+        assert checked == len(DURATIONS) - 1
