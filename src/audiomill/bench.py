@@ -53,6 +53,7 @@ class BenchConfig:
     overlap_seconds: float = 4.0
     precision: str = "fp32"
     compile: bool = False
+    batching: str = "exact"
     agreement: bool = False
     naive: bool = True
     work_dir: str | None = None
@@ -183,6 +184,7 @@ class Bench:
             "batch_seconds": batch_seconds,
             "precision": cfg.precision,
             "compile": cfg.compile,
+            "batching": cfg.batching,
             "corpus_files": len(windows),
             "corpus_audio_seconds": round(audio_seconds, 1),
             "model_ceiling": round(model, 2),
@@ -198,15 +200,20 @@ class Bench:
             "decoder_peak_rss_mb": round(decoder_rss, 1),
             "date": time.strftime("%Y-%m-%d"),
         }
+        if stage.padded:  # what --batching padded changed: its share of codes equal to the exact ones
+            result["identical_codes_vs_exact"] = self._padded_agreement(stage, windows, batches,
+                                                                        reference)["identical_codes"]
         if cfg.agreement:
             result["agreement"] = self._agreement(codec, batch_seconds, batches, reference, device)
+            if codec.batching != "masked":
+                result["agreement"]["padded"] = self._padded_agreement(stage, windows, batches, reference)
         return result
 
     def _stage(self, codec, batch_seconds: float, precision: str, compile: bool):
         from audiomill.stages.tokenize import TokenizeStage
 
         return TokenizeStage(codec, self.cfg.chunk_seconds, self.cfg.overlap_seconds, batch_seconds,
-                             precision=precision, compile=compile)
+                             precision=precision, compile=compile, batching=self.cfg.batching)
 
     def _warm_up(self, stage) -> None:
         rate = stage.codec.sample_rate
@@ -285,7 +292,7 @@ class Bench:
     def _batches(self, stage, windows: dict[int, list[np.ndarray]]) -> list[list[np.ndarray]]:
         from audiomill.batching import DurationBatcher, Piece
 
-        batcher = DurationBatcher(stage.batcher.max_samples)
+        batcher = DurationBatcher(stage.batcher.max_samples, max_padding=stage.batcher.max_padding)
         batches: list[list[np.ndarray]] = []
         for ticket, pieces in windows.items():
             for number, samples in enumerate(pieces):
@@ -366,6 +373,31 @@ class Bench:
         return report
 
 
+    def _padded_agreement(self, stage, windows, batches, reference) -> dict[str, Any]:
+        """``--batching padded``: every window batched with every other (sorted, padding bounded as
+        usual), unmasked; the share of its codes identical to the exact batches', its speed and how
+        full its batches are."""
+        from audiomill.batching import DurationBatcher, Piece
+
+        exact = {id(clip): codes for batch, batch_codes in zip(batches, reference)
+                 for clip, codes in zip(batch, batch_codes)}
+        batcher = DurationBatcher(stage.batcher.max_samples, max_padding=stage.batcher.max_padding)
+        padded: list[list[np.ndarray]] = []
+        for ticket, pieces in windows.items():
+            for number, samples in enumerate(pieces):
+                padded += [[p.samples for p in batch] for batch in batcher.add(Piece(ticket, number, samples, 0))]
+        padded += [[p.samples for p in batch] for batch in batcher.flush()]
+        speed, codes = self._model_ceiling(stage, padded)
+        same = count = 0
+        for batch, batch_codes in zip(padded, codes):
+            for clip, clip_codes in zip(batch, batch_codes):
+                for level_ref, level_codes in zip(exact[id(clip)], clip_codes):
+                    same += int(np.count_nonzero(level_ref == level_codes))
+                    count += level_ref.size
+        return {"identical_codes": round(same / max(1, count), 6), "model_speed": round(speed, 2),
+                "mean_batch_clips": round(sum(len(b) for b in padded) / max(1, len(padded)), 2)}
+
+
 def _synchronize(stage) -> None:
     if stage.device.type == "cuda":
         import torch
@@ -417,13 +449,17 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"  batches: {result['mean_batch_clips']:.2f} clips a model call on average ({result['model_calls']} "
                  f"calls), padding {100 * result['padding_fraction']:.1f} % and repair "
                  f"{100 * result['repair_fraction']:.1f} % of the audio")
+    if "identical_codes_vs_exact" in result:
+        lines.append(f"  --batching padded: {100 * result['identical_codes_vs_exact']:.3f} % of the codes equal "
+                     f"exact batching's")
     lines.append(f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB")
     for label, figures in result.get("agreement", {}).items():
         if "error" in figures:
             lines.append(f"  {label:<8} not available here: {figures['error']}")
         else:
+            full = f", {figures['mean_batch_clips']:.1f} clips a batch" if "mean_batch_clips" in figures else ""
             lines.append(f"  {label:<8} identical codes {100 * figures['identical_codes']:.3f} %, "
-                         f"model {figures['model_speed']:.1f} audio s / wall s")
+                         f"model {figures['model_speed']:.1f} audio s / wall s{full}")
     return "\n".join(lines)
 
 

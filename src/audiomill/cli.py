@@ -226,6 +226,11 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required:
                      help="padding a batch may hold, as a share of its clips' own audio, for codecs that batch "
                           "clips of different lengths ('masked' in 'audiomill codecs'): more gives fuller batches, "
                           "less wastes less; codes are the same either way")
+    tok.add_argument("--batching", choices=("exact", "padded"), default="exact",
+                     help="exact: every code as the codec gives it for each clip alone (how full batches get "
+                          "depends on the codec: 'audiomill codecs'); padded: clips of any length batch, "
+                          "zero-padded, also for codecs that cannot mask it, so codes near a clip's end may "
+                          "differ (measure the share with 'audiomill bench --agreement')")
     tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
                      help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
                           "most 8; one per two cores for a CPU worker)")
@@ -409,9 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
                     help="window overlap, as for tokenize")
     _add_speed(be)
+    be.add_argument("--batching", choices=("exact", "padded"), default="exact",
+                    help="as for tokenize; with padded, also the share of codes equal to exact batching's")
     be.add_argument("--agreement", action="store_true",
-                    help="also report, for bf16, fp16, torch.compile (and TF32 on a GPU), the share of codes "
-                         "identical to fp32 and the model speed")
+                    help="also report, for bf16, fp16, torch.compile (and TF32 on a GPU), and for --batching padded "
+                         "where the codec is not 'masked', the share of codes identical to fp32 exact batches and "
+                         "the model speed")
     be.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive loop (it is slow)")
     be.add_argument("--work-dir", default=None, metavar="DIR",
                     help="keep the corpus and outputs here (default: a temporary folder, removed after)")

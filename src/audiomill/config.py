@@ -19,7 +19,7 @@ OUTPUT_FIELDS = ("files_per_shard", "format", "extensions")
 
 # The flags of a tokenize stage, as run-wide defaults (a [[stage]] table may set each of them).
 TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
-                   "batch_seconds", "max_padding", "precision", "compile")
+                   "batch_seconds", "max_padding", "batching", "precision", "compile")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -38,6 +38,7 @@ class RunConfig:
     overlap_seconds: float = 4.0
     batch_seconds: float = 0.0  # 0: by device (see stages.tokenize)
     max_padding: float = 0.5
+    batching: str = "exact"  # or "padded": see stages.tokenize
     files_per_shard: int = 1000
     extensions: list[str] | None = None  # --extensions: the files to read as audio (None: all FFmpeg reads)
     decode_workers: int = 0

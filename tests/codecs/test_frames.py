@@ -18,7 +18,8 @@ CODECS = sorted(all_codecs())
 
 def _lengths(hop: int) -> list[int]:
     rng = random.Random(hop)
-    return sorted({k * hop + d for k in (2, 7) for d in (-1, 0, 1)} | {rng.randrange(hop, 6 * hop) for _ in range(3)})
+    return sorted({k * hop + d for k in (2, 7, 20) for d in (-1, 0, 1)} | {rng.randrange(hop, 24 * hop)
+                                                                            for _ in range(3)})
 
 
 def _codes(codec, clips: list[torch.Tensor]) -> list[list[torch.Tensor]]:

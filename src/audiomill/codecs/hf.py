@@ -5,24 +5,26 @@ or ``pytorch_model.bin`` read with ``weights_only=True``) through the model clas
 ``from_pretrained``, and returns codes ``[num_codebooks, frames]`` exactly as the
 model's ``encode`` gives them for that clip alone.
 
-Batching: DAC's encoder is convolutions only, and its padding is masked at every
-convolution (:mod:`audiomill.codecs.masking`): clips of any length batch with codes
-identical to each alone. The others take no mask that makes padding invisible (EnCodec
-pads its convolutions by reflection at the end of the input, Mimi pads its end too,
-Higgs' HuBERT and X-codec2's w2v-BERT attend to the padding, and X-codec2 normalises its
-filter banks over each clip), so a padded clip's last frames would differ from its codes
-alone: they batch only with clips of exactly the same length -- the windows of a long
-file, mostly -- which keeps every code identical to the reference.
+Batching (see :mod:`audiomill.codecs.masking`): DAC's encoder is convolutions only, and
+its padding is masked at every convolution; Mimi's and EnCodec 24 kHz's are causal, and
+each convolution is given past a clip's end the padding it would add to the clip alone
+(zeros, repeats, a reflection). Their clips of any length batch, every code identical to
+each clip alone. The others cannot be made blind to padding this way (EnCodec 48 kHz
+normalises each chunk and is not causal, Higgs' HuBERT and X-codec2's w2v-BERT attend to
+the padding, X-codec2 normalises its filter banks over each clip): they batch only with
+clips of exactly the same length -- the windows of a long file, mostly -- which keeps
+every code identical to the reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
 
 from audiomill.codecs import WEIGHT_FILES, CodecInfo
-from audiomill.codecs.masking import ConvMask
+from audiomill.codecs.masking import ConvMask, PaddingMask
 from audiomill.errors import UsageError
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ def _info(name: str, family: str, hub_id: str, rate: int, frame_rate: float, boo
           config: dict, description: str, default_option: float | None = None) -> CodecInfo:
     return CodecInfo(
         name=name, module=__name__, sample_rate=rate, frame_rates=(frame_rate,), num_codebooks=books,
-        cardinality=cardinality, batching="masked" if family == "dac" else "exact-length", extra="transformers",
+        cardinality=cardinality, extra="transformers",
+        batching="masked" if family in ("dac", "mimi") or (family == "encodec" and "chunk_length_s" not in config)
+        else "exact-length",
         hub_id=hub_id,
         weight_files=WEIGHT_FILES, config=dict(config, family=family, default_option=default_option),
         description=description, options=(FAMILIES[family].option,) if FAMILIES[family].option else (),
@@ -282,6 +286,23 @@ def save_random(info: CodecInfo, folder: str, config: dict | None = None, seed: 
     return folder
 
 
+def masking(model, family: str):
+    """How padding is masked for ``family`` (see :mod:`audiomill.codecs.masking`), or None: DAC's
+    encoder is convolutions only; Mimi's and EnCodec 24 kHz's are causal (the 48 kHz EnCodec, not
+    causal and normalised per chunk, is set apart by the caller)."""
+    if family == "dac":
+        return ConvMask(model.encoder)
+    if family == "mimi" and model.config.use_causal_conv:
+        from transformers.models.mimi.modeling_mimi import MimiConv1d
+
+        return PaddingMask(model.encoder, (MimiConv1d,))
+    if family == "encodec" and model.config.use_causal_conv:
+        from transformers.models.encodec.modeling_encodec import EncodecConv1d
+
+        return PaddingMask(model.encoder, (EncodecConv1d,))
+    return None
+
+
 def dac_frames(num_samples: int, strides: list[int]) -> int:
     """DAC's encoder: length-keeping convolutions around one strided convolution per block, of kernel
     ``2 * stride`` padded by ``ceil(stride / 2)``. Not ``num_samples // hop``: a clip one sample
@@ -339,14 +360,17 @@ class TransformersCodec:
             self.hop = int(config.hop_length)
             books = int(config.n_codebooks)
         self.alignment = self.hop
-        # DAC's encoder is convolutions only: any lengths batch, masked (codecs.masking); the others, see above
-        self.batching = "masked" if self.family == "dac" else "exact-length"
-        self.mask = ConvMask(self.model.encoder) if self.batching == "masked" else None
+        self.mask, self.shortest = masking(self.model, self.family), 0
+        self.batching = "masked" if self.mask is not None else "exact-length"
+        if self.family == "encodec" and self.mask is not None:
+            self.shortest = 16 * self.hop  # shorter clips may be shorter than a reflection at some layer
         self.num_codebooks = books
         self.cardinality = (math.prod(config.quantization_levels) if self.family == "xcodec2"
                             else int(config.codebook_size))
         self.frame_rates = [self.sample_rate / self.hop]
         self._chunked = self.family == "encodec" and config.chunk_length is not None
+        if self._chunked:  # 48 kHz: normalised chunks, not causal
+            self.mask, self.batching = None, "exact-length"
         if self._chunked:
             # the 48 kHz model encodes 1 s chunks at a stride: windows must start on chunk boundaries
             self.alignment = int(config.chunk_stride)
@@ -359,7 +383,9 @@ class TransformersCodec:
         return [self.alignment / self._chunk_frames] if self._chunked else [self.hop]
 
     def batch_key(self, num_samples: int) -> int:
-        return 0 if self.mask is not None else num_samples  # exact lengths only: see the module docstring
+        if self.mask is not None and num_samples >= self.shortest:
+            return 0  # any lengths, masked
+        return num_samples  # exact lengths only: see the module docstring
 
     def num_frames(self, num_samples: int) -> list[int]:
         """Frames as the model's own arithmetic makes them (see :func:`dac_frames`, :func:`higgs_frames`)."""
@@ -391,12 +417,14 @@ class TransformersCodec:
             with self.mask.clips(lengths.tolist()):
                 return [self.model.encode(x).audio_codes]
         if self.family == "mimi":
-            return [self.model.encode(x, num_quantizers=self.num_codebooks).audio_codes]
+            with self.mask.clips(lengths.tolist()):
+                return [self.model.encode(x, num_quantizers=self.num_codebooks).audio_codes]
         if self.family == "higgs":
             return [self.model.encode(x, bandwidth=self.option).audio_codes]
         if self.model.config.audio_channels == 2:
             x = x.expand(-1, 2, -1)
-        codes = self.model.encode(x, bandwidth=self.option).audio_codes  # [chunks, B, K, frames]
+        with self.mask.clips(lengths.tolist()) if self.mask is not None else contextlib.nullcontext():
+            codes = self.model.encode(x, bandwidth=self.option).audio_codes  # [chunks, B, K, frames]
         return [codes.permute(1, 2, 0, 3).reshape(codes.shape[1], codes.shape[2], -1)]
 
     def decode(self, codes):

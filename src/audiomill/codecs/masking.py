@@ -13,9 +13,18 @@ as the length arithmetic of a convolution says), and the frames past a clip's ow
 off afterwards. Multiplying the valid values by one leaves them bit for bit as they were.
 
 It holds for encoders made of convolutions and pointwise operations only (activations,
-residual sums, per-frame quantizers): DAC's, SNAC's without attention. An encoder with
-attention, normalisation over time or a recurrent layer is not exact this way, and keeps
-another batching method.
+residual sums, per-frame quantizers): DAC's, SNAC's without attention.
+
+Causal encoders (Mimi, EnCodec 24 kHz) have recurrent layers or attention too, but causal
+ones: an output depends on inputs at or before it, never on what comes after the clip,
+except through the right padding each convolution adds to fill its last frame (zeros, the
+last value repeated, or a reflection of the clip's end). :class:`PaddingMask` fills, before
+every such convolution, the region past each clip's valid length with exactly the padding
+the convolution would add to that clip alone, so that its last frames read what they read
+alone.
+
+An encoder with attention over the whole clip, or normalisation over time, is not exact
+either way, and keeps another batching method.
 """
 
 from __future__ import annotations
@@ -74,3 +83,70 @@ def conv_length(length: int, conv) -> int:
     """The output length of ``conv`` (a ``Conv1d``) for an input of ``length``."""
     kernel, stride, padding, dilation = conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
     return max(0, (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1)
+
+
+class PaddingMask:
+    """Hooks on the padding convolution wrappers of a causal encoder (transformers' ``MimiConv1d``,
+    ``EncodecConv1d``): while :meth:`clips` says the clips' valid lengths, each wrapper's input past
+    them holds the padding the wrapper would add to that clip alone, and the lengths follow each
+    wrapper's own output arithmetic."""
+
+    def __init__(self, encoder, wrappers: tuple[type, ...]) -> None:
+        self._lengths: list[int] | None = None
+        self._hooks = []
+        for module in encoder.modules():
+            if isinstance(module, wrappers):
+                self._hooks.append(module.register_forward_pre_hook(self._pad))
+                self._hooks.append(module.register_forward_hook(self._carry))
+
+    @contextlib.contextmanager
+    def clips(self, lengths: Sequence[int]) -> Iterator[None]:
+        self._lengths = [int(n) for n in lengths]
+        try:
+            yield
+        finally:
+            self._lengths = None
+
+    def _pad(self, module, args):
+        if self._lengths is None or len(self._lengths) <= 1:
+            return None
+        x = args[0]
+        width = x.shape[-1]
+        if all(length >= width for length in self._lengths):
+            return None
+        x = x.clone()
+        for row, length in enumerate(self._lengths):
+            if length >= width:
+                continue
+            x[row, :, length:] = 0
+            if module.pad_mode == "replicate":
+                x[row, :, length:] = x[row, :, length - 1: length]
+            elif module.pad_mode == "reflect":
+                count = min(width - length, wrapper_geometry(module, length)[2])
+                if count >= length:  # too short to reflect as the wrapper would (it pads zeros first): refuse
+                    raise ValueError(f"a clip of {length} samples at this layer is too short to mask")
+                if count > 0:
+                    x[row, :, length: length + count] = x[row, :, length - 1 - count: length - 1].flip(-1)
+            elif module.pad_mode not in ("constant", "zero"):
+                raise ValueError(f"cannot mask padding mode {module.pad_mode!r}")
+        return (x,) + tuple(args[1:])
+
+    def _carry(self, module, args, output) -> None:
+        if self._lengths is not None:
+            self._lengths = [wrapper_geometry(module, n)[0] for n in self._lengths]
+
+
+def wrapper_geometry(module, length: int) -> tuple[int, int, int]:
+    """(output length, left padding, right padding) of a padding convolution wrapper for an input of
+    ``length``, by the wrapper's own arithmetic (its extra padding fills the last frame)."""
+    import torch
+
+    extra = int(module._get_extra_padding_for_conv1d(torch.empty(1, 1, length, device="meta")))
+    total = int(module.padding_total)
+    if module.causal:
+        left, right = total, extra
+    else:
+        left, right = total - total // 2, total // 2 + extra
+    conv = module.conv
+    size = length + left + right + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1
+    return max(0, size // conv.stride[0] + 1), left, right

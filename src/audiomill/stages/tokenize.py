@@ -26,6 +26,7 @@ from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS, batch_budget
 
+BATCHING_CHOICES = ("exact", "padded")
 RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error")
 
 @dataclass
@@ -40,6 +41,7 @@ class TokenizeSettings:
     overlap_seconds: float = 4.0
     batch_seconds: float = 0.0  # 0: by device (probed on a GPU, CPU_BATCH_SECONDS on CPU)
     max_padding: float = 0.5  # padding a batch may hold, a share of its clips' own samples
+    batching: str = "exact"  # "padded": any lengths batch, unmasked, for codecs that are not exact so
     precision: str = "fp32"
     compile: bool = False
     weights: str | None = None  # resolved when the plan is made (None: random)
@@ -127,6 +129,8 @@ class TokenizeStage(BatchedModelStage):
         cfg = TokenizeSettings.from_dict(settings)
         if cfg.precision not in PRECISIONS:
             raise UsageError(f"--precision {cfg.precision}: expected one of {', '.join(PRECISIONS)}")
+        if cfg.batching not in BATCHING_CHOICES:
+            raise UsageError(f"--batching {cfg.batching}: expected one of {', '.join(BATCHING_CHOICES)}")
         if cfg.chunk_seconds and cfg.overlap_seconds * 2 >= cfg.chunk_seconds:
             raise UsageError("--overlap-seconds must be less than half of --chunk-seconds")
         if cfg.model_path:
@@ -161,15 +165,18 @@ class TokenizeStage(BatchedModelStage):
         codec = _checked.pop(_cache_key(settings), None) if device == "cpu" else None
         codec = codec or load_codec(cfg.codec, cfg.weights, device, cfg.codec_options)
         stage = cls(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds or CPU_BATCH_SECONDS,
-                    precision=cfg.precision, compile=cfg.compile, max_padding=cfg.max_padding)
+                    precision=cfg.precision, compile=cfg.compile, max_padding=cfg.max_padding,
+                    batching=cfg.batching)
         if not cfg.batch_seconds:
             stage.set_batch_seconds(batch_budget(stage, device))
         return stage
 
     def __init__(self, codec: Codec, window_seconds: float, overlap_seconds: float, batch_seconds: float,
                  precision: str = "fp32", compile: bool = False, pipeline: bool | None = None,
-                 max_padding: float = 0.5) -> None:
+                 max_padding: float = 0.5, batching: str = "exact") -> None:
         self.codec = codec
+        # "padded": every clip batches with every other, zero-padded; exact only where the codec masks
+        self.padded = batching == "padded" and codec.batching != "masked"
         self.name = codec.name
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
         self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
@@ -180,7 +187,7 @@ class TokenizeStage(BatchedModelStage):
         return self.codec.encode(tensor, lengths)
 
     def batch_key(self, num_samples: int) -> int:
-        return self.codec.batch_key(num_samples)
+        return 0 if self.padded else self.codec.batch_key(num_samples)
 
     def unbatch(self, clips: list[np.ndarray], codes: list) -> list[list[np.ndarray]]:
         """Per clip, its codes per level without the padding's frames."""
