@@ -1,7 +1,8 @@
 """Masked batching through the real runner: clips of every length in full batches, each clip's
 codes those of encoding it alone (the codec's own package, called directly), long files windowed.
 
-SNAC 24 kHz and DAC 16 kHz (tiny real architectures) as two stages of one pipeline: one run
+SNAC 24 kHz, DAC 16 kHz, Mimi and EnCodec 24 kHz (tiny real architectures) as four stages of
+one pipeline: one run
 batches with padding masked, another with ``max-padding = 0`` (only clips of one length
 together, as before masking): the outputs are the same records, the masked run's batches are several times fuller, and every clip
 short enough to be encoded in one window has the codes of the upstream model on it alone."""
@@ -35,11 +36,12 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_dac(tmp_path_factory) -> str:
+def tiny_models(tmp_path_factory) -> dict[str, str]:
     from audiomill.codecs import codec_info
     from audiomill.codecs.hf import save_tiny
 
-    return save_tiny(codec_info("dac-16khz"), str(tmp_path_factory.mktemp("dac16")))
+    return {name: save_tiny(codec_info(name), str(tmp_path_factory.mktemp(name)))
+            for name in ("dac-16khz", "mimi", "encodec-24khz")}
 
 
 def _calls(stderr: str) -> dict[str, float]:
@@ -56,33 +58,45 @@ def _reference(codec: str, model_dir: str):
         from snac import SNAC
 
         model = SNAC.from_pretrained(model_dir).eval()
-        encode = lambda x: model.encode(x)  # noqa: E731
-    else:
+        encode = lambda x: [level[0].tolist() for level in model.encode(x)]  # noqa: E731
+    elif codec == "dac-16khz":
         from transformers import DacModel
 
         model = DacModel.from_pretrained(model_dir).eval()
-        encode = lambda x: [model.encode(x).audio_codes[0]]  # noqa: E731
+        encode = lambda x: model.encode(x).audio_codes[0].tolist()  # noqa: E731
+    elif codec == "mimi":
+        from transformers import MimiModel
+
+        model = MimiModel.from_pretrained(model_dir).eval()
+        encode = lambda x: model.encode(x, num_quantizers=8).audio_codes[0].tolist()  # noqa: E731
+    else:
+        from transformers import EncodecModel
+
+        model = EncodecModel.from_pretrained(model_dir).eval()
+        encode = lambda x: model.encode(x, bandwidth=6.0).audio_codes[0, 0].tolist()  # noqa: E731
 
     def codes(samples: np.ndarray) -> list[list[int]]:
         with torch.inference_mode():
-            levels = encode(torch.from_numpy(samples)[None, None, :])
-        return [level[0].tolist() for level in levels] if codec == "snac-24khz" else levels[0].tolist()
+            return encode(torch.from_numpy(samples)[None, None, :])
 
     return codes
 
 
-def test_masked_batches_are_full_and_every_code_is_the_clips_alone(corpus, tiny_snac, tiny_dac, tmp_path):
+def test_masked_batches_are_full_and_every_code_is_the_clips_alone(corpus, tiny_snac, tiny_models, tmp_path):
     from tests.test_pipeline import write_pipeline
 
     stages = [{"name": "snac", "codec": "snac-24khz", "model-path": tiny_snac},
-              {"name": "dac", "codec": "dac-16khz", "model-path": tiny_dac}]
+              {"name": "dac", "codec": "dac-16khz", "model-path": tiny_models["dac-16khz"]},
+              {"name": "mimi", "codec": "mimi", "model-path": tiny_models["mimi"]},
+              {"name": "encodec", "codec": "encodec-24khz", "model-path": tiny_models["encodec-24khz"]}]
     settings = {"chunk-seconds": 10, "overlap-seconds": 2, "batch-seconds": 30}
     masked = run_audiomill("run", write_pipeline(tmp_path / "masked.toml", [str(corpus)], tmp_path / "masked",
                                                  stages, **settings), check=True)
     lengths = run_audiomill("run", write_pipeline(tmp_path / "lengths.toml", [str(corpus)], tmp_path / "lengths",
                                                   stages, **settings, **{"max-padding": 0}), check=True)
     fuller, before = _calls(masked.stderr), _calls(lengths.stderr)
-    for name, codec, model in (("snac", "snac-24khz", tiny_snac), ("dac", "dac-16khz", tiny_dac)):
+    for stage in stages:
+        name, codec, model = stage["name"], stage["codec"], stage["model-path"]
         records = read_jsonl(tmp_path / "masked" / name / "clips-00000.jsonl")
         assert records == read_jsonl(tmp_path / "lengths" / name / "clips-00000.jsonl")
         assert fuller[name] >= 2.5 * before[name], (name, fuller, before)
