@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from audiomill.corpus import encode_audio, speech, write_tar
-from audiomill.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +200,12 @@ class Bench:
             "date": time.strftime("%Y-%m-%d"),
         }
         if stage.padded:  # what --batching padded changed: its share of codes equal to the exact ones
-            result["identical_codes_vs_exact"] = self._padded_agreement(stage, windows, batches,
-                                                                        reference)["identical_codes"]
+            exact = self._batches(stage, windows, exact=True)
+            result["identical_codes_vs_exact"] = identical_share(batches, reference, exact,
+                                                                 self._model_ceiling(stage, exact)[1])
         if cfg.agreement:
             result["agreement"] = self._agreement(codec, batch_seconds, batches, reference, device)
-            if codec.batching != "masked":
+            if codec.batching != "masked" and not stage.padded:
                 result["agreement"]["padded"] = self._padded_agreement(stage, windows, batches, reference)
         return result
 
@@ -289,14 +289,16 @@ class Bench:
             pool.close()
         return total / codec.sample_rate / elapsed, windows
 
-    def _batches(self, stage, windows: dict[int, list[np.ndarray]]) -> list[list[np.ndarray]]:
+    def _batches(self, stage, windows: dict[int, list[np.ndarray]], exact: bool = False) -> list[list[np.ndarray]]:
+        """The windows batched as the stage batches them (``exact``: as exact batching would)."""
         from audiomill.batching import DurationBatcher, Piece
 
+        key = stage.codec.batch_key if exact else stage.batch_key
         batcher = DurationBatcher(stage.batcher.max_samples, max_padding=stage.batcher.max_padding)
         batches: list[list[np.ndarray]] = []
         for ticket, pieces in windows.items():
             for number, samples in enumerate(pieces):
-                for batch in batcher.add(Piece(ticket, number, samples, stage.codec.batch_key(len(samples)))):
+                for batch in batcher.add(Piece(ticket, number, samples, key(len(samples)))):
                     batches.append([p.samples for p in batch])
         batches.extend([p.samples for p in batch] for batch in batcher.flush())
         return batches
@@ -379,8 +381,6 @@ class Bench:
         full its batches are."""
         from audiomill.batching import DurationBatcher, Piece
 
-        exact = {id(clip): codes for batch, batch_codes in zip(batches, reference)
-                 for clip, codes in zip(batch, batch_codes)}
         batcher = DurationBatcher(stage.batcher.max_samples, max_padding=stage.batcher.max_padding)
         padded: list[list[np.ndarray]] = []
         for ticket, pieces in windows.items():
@@ -388,14 +388,22 @@ class Bench:
                 padded += [[p.samples for p in batch] for batch in batcher.add(Piece(ticket, number, samples, 0))]
         padded += [[p.samples for p in batch] for batch in batcher.flush()]
         speed, codes = self._model_ceiling(stage, padded)
-        same = count = 0
-        for batch, batch_codes in zip(padded, codes):
-            for clip, clip_codes in zip(batch, batch_codes):
-                for level_ref, level_codes in zip(exact[id(clip)], clip_codes):
-                    same += int(np.count_nonzero(level_ref == level_codes))
-                    count += level_ref.size
-        return {"identical_codes": round(same / max(1, count), 6), "model_speed": round(speed, 2),
+        return {"identical_codes": identical_share(padded, codes, batches, reference), "model_speed": round(speed, 2),
                 "mean_batch_clips": round(sum(len(b) for b in padded) / max(1, len(padded)), 2)}
+
+
+def identical_share(batches, codes, exact_batches, exact_codes) -> float:
+    """The share of codes in ``codes`` (per batch, per clip) equal to the same clip's in ``exact_codes``
+    (clips are the same window arrays, batched otherwise)."""
+    exact = {id(clip): clip_codes for batch, batch_codes in zip(exact_batches, exact_codes)
+             for clip, clip_codes in zip(batch, batch_codes)}
+    same = count = 0
+    for batch, batch_codes in zip(batches, codes):
+        for clip, clip_codes in zip(batch, batch_codes):
+            for level_ref, level_codes in zip(exact[id(clip)], clip_codes):
+                same += int(np.count_nonzero(level_ref == level_codes))
+                count += level_ref.size
+    return round(same / max(1, count), 6)
 
 
 def _synchronize(stage) -> None:
