@@ -41,7 +41,7 @@ class TokenizeSettings:
     overlap_seconds: float = 4.0
     batch_seconds: float = 0.0  # 0: by device (probed on a GPU, CPU_BATCH_SECONDS on CPU)
     max_padding: float = 0.5  # padding a batch may hold, a share of its clips' own samples
-    batching: str = "exact"  # "padded": any lengths batch, unmasked, for codecs that are not exact so
+    batching: str = "exact"  # "padded": clips of any length batch, unmasked, where the codec cannot be exact
     precision: str = "fp32"
     compile: bool = False
     weights: str | None = None  # resolved when the plan is made (None: random)
