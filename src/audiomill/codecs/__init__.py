@@ -62,6 +62,15 @@ class CodecInfo:
         return sum(self.frame_rates) * per_level * math.log2(self.cardinality)
 
 
+def conv_frames(num_samples: int, kernels: list[int], strides: list[int]) -> int:
+    """Frames out of a wav2vec2-style convolutional front end (no padding) for ``num_samples`` in
+    (HuBERT, wav2vec2, and the semantic branches of Higgs and BiCodec)."""
+    length = num_samples
+    for kernel, stride in zip(kernels, strides):
+        length = max(0, (length - kernel) // stride + 1)
+    return length
+
+
 class Codec(Protocol):
     """What a tokenizer is, to audiomill (after moshi's ``CompressionModel``)."""
 

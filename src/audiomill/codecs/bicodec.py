@@ -125,7 +125,7 @@ class BiCodec:
         return num_samples  # per-clip normalisation and attention over the clip: exact lengths only
 
     def num_frames(self, num_samples: int) -> list[int]:
-        from audiomill.codecs.units import conv_frames
+        from audiomill.codecs import conv_frames
 
         return [conv_frames(num_samples, self.kernels, self.strides)]
 

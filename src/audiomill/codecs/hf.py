@@ -317,7 +317,7 @@ def higgs_frames(num_samples: int, config) -> int:
     """Higgs' frames are its semantic branch's (the acoustic one is padded to match): the clip
     resampled to 16 kHz (torchaudio's length, rounded up), padded by 160 samples a side, through
     HuBERT's convolutional front end, then every ``semantic_downsample_factor``-th frame."""
-    from audiomill.codecs.units import conv_frames
+    from audiomill.codecs import conv_frames
 
     semantic = config.semantic_model_config
     rate, target = int(config.sample_rate), int(config.semantic_sample_rate)

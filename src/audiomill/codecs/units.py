@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from audiomill.codecs import WEIGHT_FILES, CodecInfo, find_file
+from audiomill.codecs import WEIGHT_FILES, CodecInfo, conv_frames, find_file
 from audiomill.errors import UsageError, WeightsNotFound
 
 CENTROID_FILES = ("kmeans.npy", "kmeans.safetensors")
@@ -33,14 +33,6 @@ INFOS = [
                     "--codec-option layer=N (default 9); cardinality is the number of centroids",
     ),
 ]
-
-
-def conv_frames(num_samples: int, kernels: list[int], strides: list[int]) -> int:
-    """Frames out of a wav2vec2-style convolutional front end (no padding) for ``num_samples`` in."""
-    length = num_samples
-    for kernel, stride in zip(kernels, strides):
-        length = max(0, (length - kernel) // stride + 1)
-    return length
 
 
 def load_centroids(folder: str):
