@@ -227,10 +227,11 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required:
                           "clips of different lengths ('masked' in 'audiomill codecs'): more gives fuller batches, "
                           "less wastes less; codes are the same either way")
     tok.add_argument("--batching", choices=("exact", "padded"), default="exact",
-                     help="exact: every code as the codec gives it for each clip alone (how full batches get "
-                          "depends on the codec: 'audiomill codecs'); padded: clips of any length batch, "
-                          "zero-padded, also for codecs that cannot mask it, so codes near a clip's end may "
-                          "differ (measure the share with 'audiomill bench --agreement')")
+                     help="exact: only clips of one length (or SNAC's padded length) batch together; padded: "
+                          "clips of any length do, sorted by length (--max-padding): for the 'masked' codecs of "
+                          "'audiomill codecs' (DAC, SNAC 24 kHz, Mimi, EnCodec 24 kHz) every code stays exact, "
+                          "for the others codes near a clip's end may differ (measure it with 'audiomill bench "
+                          "--batching padded')")
     tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
                      help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
                           "most 8; one per two cores for a CPU worker)")
@@ -662,18 +663,19 @@ def cmd_codecs(args: argparse.Namespace) -> int:
         print(json.dumps([{
             "name": i.name, "sample_rate": i.sample_rate, "frame_rates": list(i.frame_rates),
             "num_codebooks": i.num_codebooks, "cardinality": i.cardinality,
-            "bits_per_second": round(i.bits_per_second, 1), "batching": i.batching, "exact": True, "extra": i.extra,
+            "bits_per_second": round(i.bits_per_second, 1), "batching": i.batching, "padded_batching_exact": i.batching == "masked",
+            "extra": i.extra,
             "hub_id": i.hub_id, "options": list(i.options), "description": i.description}
             for i in infos.values()], indent=1))
         return EXIT_OK
     print(f"{'codec':<16} {'rate':>6} {'frames/s':<28} {'books':>5} {'card':>6} {'bit/s':>7}  {'batching':<13} "
-          f"{'exact':<5} {'extra':<23} options")
+          f"{'padded exact':<12} {'extra':<23} options")
     for i in infos.values():
         rates = ", ".join(f"{r:.2f}" for r in i.frame_rates)
         print(f"{i.name:<16} {i.sample_rate:>6} {rates:<28} {i.num_codebooks:>5} {i.cardinality:>6} "
-              f"{i.bits_per_second:>7.0f}  {i.batching:<13} {'yes':<5} {'audiomill[' + i.extra + ']':<23} "
+              f"{i.bits_per_second:>7.0f}  {i.batching:<13} {'yes' if i.batching == 'masked' else 'no':<12} {'audiomill[' + i.extra + ']':<23} "
               f"{', '.join(i.options) or '-'}")
-    print("\nbatching (every code as if each clip were encoded alone):")
+    print("\nbatching (by default every code is as if each clip were encoded alone):")
     for method, meaning in BATCHING.items():
         print(f"  {method:<13} {meaning}")
     return EXIT_OK

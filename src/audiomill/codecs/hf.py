@@ -383,9 +383,11 @@ class TransformersCodec:
         return [self.alignment / self._chunk_frames] if self._chunked else [self.hop]
 
     def batch_key(self, num_samples: int) -> int:
-        if self.mask is not None and num_samples >= self.shortest:
-            return 0  # any lengths, masked
-        return num_samples  # exact lengths only: see the module docstring
+        return num_samples  # exact lengths; any lengths, masked, with --batching padded (see the module docstring)
+
+    def maskable(self, num_samples: int) -> bool:
+        """Whether a clip of this length batches with any other exactly (masked)."""
+        return self.mask is not None and num_samples >= self.shortest
 
     def num_frames(self, num_samples: int) -> list[int]:
         """Frames as the model's own arithmetic makes them (see :func:`dac_frames`, :func:`higgs_frames`)."""

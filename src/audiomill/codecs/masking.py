@@ -10,7 +10,10 @@ would have there, so that each layer reads what it would alone. The outputs with
 length are then computed from exactly the values they are computed from alone (the window
 of an output inside the valid length never reaches past the valid input plus the padding,
 as the length arithmetic of a convolution says), and the frames past a clip's own are cut
-off afterwards. Multiplying the valid values by one leaves them bit for bit as they were.
+off afterwards. Multiplying the valid values by one leaves them bit for bit as they were. The
+mask is applied in place, so that it costs no memory: only values past a clip's end change,
+and whatever else reads them (a residual branch) reads garbage there anyway, masked again
+before the next convolution uses it.
 
 It holds for encoders made of convolutions and pointwise operations only (activations,
 residual sums, per-frame quantizers): DAC's, SNAC's without attention.
@@ -66,13 +69,16 @@ class ConvMask:
         if self._lengths is None or len(self._lengths) <= 1:  # one clip: nothing is padding
             return None
         x = args[0]
+        if all(length >= x.shape[-1] for length in self._lengths):  # clips of one length: no padding
+            return None
         key = (x.shape[-1], tuple(self._lengths), x.dtype, x.device)
         mask = self._masks.get(key)
         if mask is None:
             lengths = torch.tensor(self._lengths, device=x.device)
             mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None])[:, None, :].to(x.dtype)
             self._masks[key] = mask
-        return (x * mask,) + tuple(args[1:])
+        x.mul_(mask)  # in place: only what lies past a clip's end changes, and nothing reads it as the clip's
+        return None
 
     def _carry(self, module, args, output) -> None:
         if self._lengths is not None and module.stride[0] > 1:
@@ -114,8 +120,7 @@ class PaddingMask:
         width = x.shape[-1]
         if all(length >= width for length in self._lengths):
             return None
-        x = x.clone()
-        for row, length in enumerate(self._lengths):
+        for row, length in enumerate(self._lengths):  # in place, past each clip's end only (see ConvMask)
             if length >= width:
                 continue
             x[row, :, length:] = 0
@@ -129,7 +134,7 @@ class PaddingMask:
                     x[row, :, length: length + count] = x[row, :, length - 1 - count: length - 1].flip(-1)
             elif module.pad_mode not in ("constant", "zero"):
                 raise ValueError(f"cannot mask padding mode {module.pad_mode!r}")
-        return (x,) + tuple(args[1:])
+        return None
 
     def _carry(self, module, args, output) -> None:
         if self._lengths is not None:

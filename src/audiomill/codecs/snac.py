@@ -77,7 +77,7 @@ class SnacCodec:
         return -(-num_samples // self.alignment) * self.alignment
 
     def batch_key(self, num_samples: int) -> int:
-        return 0 if self.mask is not None else self.padded(num_samples) // self.alignment
+        return self.padded(num_samples) // self.alignment
 
     def num_frames(self, num_samples: int) -> list[int]:
         return [self.padded(num_samples) // h for h in self.frame_hops()]

@@ -268,10 +268,9 @@ class BatchedModelStage:
         while self._deferred and (end or not outputs):
             outputs += self._run_deferred()
         for batch in self.batcher.flush():
-            if outputs and not end and not self.pipeline:
-                self._deferred.append(batch)  # written at the next call: what is done is written first
-                continue
             outputs += self._run(batch)
+            if outputs and not end and not self.pipeline:
+                break  # written now; what is left stays in the batcher (its look-ahead bounds it) for the next call
         outputs += self.drain()
         if end:
             outputs += self.guard.release()

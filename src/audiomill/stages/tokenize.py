@@ -175,8 +175,10 @@ class TokenizeStage(BatchedModelStage):
                  precision: str = "fp32", compile: bool = False, pipeline: bool | None = None,
                  max_padding: float = 0.5, batching: str = "exact") -> None:
         self.codec = codec
-        # "padded": every clip batches with every other, zero-padded; exact only where the codec masks
-        self.padded = batching == "padded" and codec.batching != "masked"
+        # "padded": every clip batches with every other, zero-padded: exact where the codec masks the
+        # padding ("masked" codecs), close otherwise
+        self.padded = batching == "padded"
+        self.exact = codec.batching == "masked"
         self.name = codec.name
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
         self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
@@ -187,7 +189,9 @@ class TokenizeStage(BatchedModelStage):
         return self.codec.encode(tensor, lengths)
 
     def batch_key(self, num_samples: int) -> int:
-        return 0 if self.padded else self.codec.batch_key(num_samples)
+        if self.padded and getattr(self.codec, "maskable", lambda n: True)(num_samples):
+            return 0
+        return self.codec.batch_key(num_samples)
 
     def unbatch(self, clips: list[np.ndarray], codes: list) -> list[list[np.ndarray]]:
         """Per clip, its codes per level without the padding's frames."""
