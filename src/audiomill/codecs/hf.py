@@ -8,8 +8,8 @@ model's ``encode`` gives them for that clip alone.
 Batching (see :mod:`audiomill.codecs.masking`): DAC's encoder is convolutions only, and
 its padding is masked at every convolution; Mimi's and EnCodec 24 kHz's are causal, and
 each convolution is given past a clip's end the padding it would add to the clip alone
-(zeros, repeats, a reflection). Their clips of any length batch, every code identical to
-each clip alone. The others cannot be made blind to padding this way (EnCodec 48 kHz
+(zeros, repeats, a reflection). With ``--batching padded`` their clips of any length batch,
+every code identical to each clip alone (by default, clips of one length). The others cannot be made blind to padding this way (EnCodec 48 kHz
 normalises each chunk and is not causal, Higgs' HuBERT and X-codec2's w2v-BERT attend to
 the padding, X-codec2 normalises its filter banks over each clip): they batch only with
 clips of exactly the same length -- the windows of a long file, mostly -- which keeps

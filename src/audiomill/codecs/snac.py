@@ -4,8 +4,9 @@ SNAC right-pads every clip with zeros to a multiple of ``hop * lcm(vq_strides[0]
 attn_window_size)`` and has no padding mask, so zero-padding a clip further in a batch
 would change its last frames. Without attention (24 kHz) the encoder is convolutions
 only, and the padding is masked at every convolution (:mod:`audiomill.codecs.masking`,
-the clip's valid length being what SNAC pads it to): clips of any length batch. With
-local attention (32 and 44 kHz), clips batch only with those SNAC pads to the same length.
+the clip's valid length being what SNAC pads it to): with ``--batching padded`` clips of any
+length batch, exactly. Otherwise, and always with local attention (32 and 44 kHz, whose
+attention has no mask), clips batch with those SNAC pads to the same length.
 """
 
 from __future__ import annotations
