@@ -289,11 +289,13 @@ class Bench:
             pool.close()
         return total / codec.sample_rate / elapsed, windows
 
-    def _batches(self, stage, windows: dict[int, list[np.ndarray]], exact: bool = False) -> list[list[np.ndarray]]:
-        """The windows batched as the stage batches them (``exact``: as exact batching would)."""
+    def _batches(self, stage, windows: dict[int, list[np.ndarray]], exact: bool = False,
+                 key=None) -> list[list[np.ndarray]]:
+        """The windows batched as the stage batches them (``exact``: as exact batching would; ``key``:
+        by this batch key instead)."""
         from audiomill.batching import DurationBatcher, Piece
 
-        key = stage.codec.batch_key if exact else stage.batch_key
+        key = key or (stage.codec.batch_key if exact else stage.batch_key)
         batcher = DurationBatcher(stage.batcher.max_samples, max_padding=stage.batcher.max_padding)
         batches: list[list[np.ndarray]] = []
         for ticket, pieces in windows.items():
@@ -379,14 +381,7 @@ class Bench:
         """``--batching padded``: every window batched with every other (sorted, padding bounded as
         usual), unmasked; the share of its codes identical to the exact batches', its speed and how
         full its batches are."""
-        from audiomill.batching import DurationBatcher, Piece
-
-        batcher = DurationBatcher(stage.batcher.max_samples, max_padding=stage.batcher.max_padding)
-        padded: list[list[np.ndarray]] = []
-        for ticket, pieces in windows.items():
-            for number, samples in enumerate(pieces):
-                padded += [[p.samples for p in batch] for batch in batcher.add(Piece(ticket, number, samples, 0))]
-        padded += [[p.samples for p in batch] for batch in batcher.flush()]
+        padded = self._batches(stage, windows, key=lambda length: 0)
         speed, codes = self._model_ceiling(stage, padded)
         return {"identical_codes": identical_share(padded, codes, batches, reference), "model_speed": round(speed, 2),
                 "mean_batch_clips": round(sum(len(b) for b in padded) / max(1, len(padded)), 2)}

@@ -9,8 +9,8 @@ Batching (see :mod:`audiomill.codecs.masking`): DAC's encoder is convolutions on
 its padding is masked at every convolution; Mimi's and EnCodec 24 kHz's are causal, and
 each convolution is given past a clip's end the padding it would add to the clip alone
 (zeros, repeats, a reflection). With ``--batching padded`` their clips of any length batch,
-every code identical to each clip alone (by default, clips of one length). The others cannot be made blind to padding this way (EnCodec 48 kHz
-normalises each chunk and is not causal, Higgs' HuBERT and X-codec2's w2v-BERT attend to
+every code identical to each clip alone (by default, clips of one length). The others cannot
+be made blind to padding this way (EnCodec 48 kHz normalises each chunk and is not causal, Higgs' HuBERT and X-codec2's w2v-BERT attend to
 the padding, X-codec2 normalises its filter banks over each clip): they batch only with
 clips of exactly the same length -- the windows of a long file, mostly -- which keeps
 every code identical to the reference.
@@ -369,9 +369,8 @@ class TransformersCodec:
                             else int(config.codebook_size))
         self.frame_rates = [self.sample_rate / self.hop]
         self._chunked = self.family == "encodec" and config.chunk_length is not None
-        if self._chunked:  # 48 kHz: normalised chunks, not causal
-            self.mask, self.batching = None, "exact-length"
         if self._chunked:
+            self.mask, self.batching = None, "exact-length"  # normalised chunks, not causal
             # the 48 kHz model encodes 1 s chunks at a stride: windows must start on chunk boundaries
             self.alignment = int(config.chunk_stride)
             self._chunk = int(config.chunk_length)
@@ -416,18 +415,22 @@ class TransformersCodec:
             return [self.model.encode(**{k: v.to(self.device) for k, v in inputs.items()}).audio_codes]
         x = wav.to(self.device)[:, None, :]
         if self.family == "dac":
-            with self.mask.clips(lengths.tolist()):
+            with self._masked(lengths):
                 return [self.model.encode(x).audio_codes]
         if self.family == "mimi":
-            with self.mask.clips(lengths.tolist()):
+            with self._masked(lengths):
                 return [self.model.encode(x, num_quantizers=self.num_codebooks).audio_codes]
         if self.family == "higgs":
             return [self.model.encode(x, bandwidth=self.option).audio_codes]
         if self.model.config.audio_channels == 2:
             x = x.expand(-1, 2, -1)
-        with self.mask.clips(lengths.tolist()) if self.mask is not None else contextlib.nullcontext():
+        with self._masked(lengths):
             codes = self.model.encode(x, bandwidth=self.option).audio_codes  # [chunks, B, K, frames]
         return [codes.permute(1, 2, 0, 3).reshape(codes.shape[1], codes.shape[2], -1)]
+
+    def _masked(self, lengths):
+        """The batch's clips' lengths for the mask, if this model has one."""
+        return self.mask.clips(lengths.tolist()) if self.mask is not None else contextlib.nullcontext()
 
     def decode(self, codes):
         import torch

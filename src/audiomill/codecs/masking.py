@@ -56,7 +56,7 @@ class ConvMask:
     def clips(self, lengths: Sequence[int]) -> Iterator[None]:
         """Encode a batch whose rows hold clips of these valid lengths (samples at the encoder's input)."""
         self._lengths = [int(n) for n in lengths]
-        self._masks: dict[tuple, object] = {}  # one mask per resolution: a few host-to-device copies a batch
+        self._masks = {}  # one mask per resolution: a few host-to-device copies a batch
         try:
             yield
         finally:
