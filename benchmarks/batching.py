@@ -4,9 +4,10 @@ The corpus of the "full batches" acceptance: 60 clips of real speech (espeak-ng)
 long, in random order, in one tar shard; a 120 s batch budget. For each codec (its tiny
 random configuration, unless ``--model-dir`` holds ``<codec>/`` folders of real weights),
 ``audiomill bench`` runs it end to end and reports ``mean_batch_clips`` and
-``padding_fraction`` of the real runner's model calls, with its default (exact) batching;
-for codecs that are not "masked", again with ``--batching padded``, with the share of its
-codes equal to the exact ones. Prints one JSON object a codec, then a Markdown table.
+``padding_fraction`` of the real runner's model calls, with its default (exact) batching
+(the "masked" codecs batch any lengths: the share of their codes equal to those of one-length
+batches is measured, and is 100 %); for the other codecs, again with ``--batching padded``,
+with the share of its codes equal to the exact ones. Prints one JSON object a codec, then a Markdown table.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def main() -> None:
             continue
         same = r.get("identical_codes_vs_exact")
         print(f"| {r['codec']} | {r['batching']} | {r['mean_batch_clips']:.2f} | {100 * r['padding_fraction']:.1f} % | "
-              f"{'100 % (exact)' if same is None else f'{100 * same:.2f} %'} | {r['end_to_end']:.1f} |")
+              f"{'(one length)' if same is None else f'{100 * same:.2f} %'} | {r['end_to_end']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def main() -> int:
     parser.add_argument("--work-dir", default=None, help="keep inputs and outputs here")
     parser.add_argument("--batch-seconds", type=float, default=0.0, help="passed to tokenize (default: its own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--tokenize-args", default="", help="more tokenize flags, as one string (e.g. '--batching padded')")
     args = parser.parse_args()
 
     work = args.work_dir or tempfile.mkdtemp(prefix="audiomill-memory-")
@@ -102,7 +103,8 @@ def main() -> int:
         out = os.path.join(work, f"out-{name}")
         rss, wall, _ = peak_rss_of_run(["tokenize", folder, "--out", out, "--model-path", model,
                                         "--files-per-shard", str(args.many + args.few), "--progress", "none",
-                                        *(["--batch-seconds", str(args.batch_seconds)] if args.batch_seconds else [])])
+                                        *(["--batch-seconds", str(args.batch_seconds)] if args.batch_seconds else []),
+                                        *args.tokenize_args.split()])
         result[f"{name}_peak_rss_mb"] = round(rss, 1)
         result[f"{name}_wall_seconds"] = round(wall, 1)
     result["many_over_few"] = round(result["many_peak_rss_mb"] / result["few_peak_rss_mb"], 3)

@@ -54,3 +54,15 @@ def test_only_pieces_of_one_bucket_batch_together():
     for batch in batches:
         assert len({buckets[p.owner] for p in batch}) == 1
     assert sorted(p.owner for b in batches for p in b) == list(range(30))
+
+
+def test_a_bucket_left_holding_one_length_never_gives_a_batch_over_the_budget():
+    """Mixed batches take the longest clips first; the short ones left, all of one length, once
+    gave a single batch of 13 clips and 4x the budget (and 2x the peak memory on CPU)."""
+    short, budget = int(0.75 * RATE), 10 * RATE
+    batcher = DurationBatcher(budget, lookahead=2.0)
+    lengths = [short if i % 3 else 4 * RATE for i in range(90)]
+    batches, _ = _run(batcher, lengths)
+    assert sorted(p.owner for b in batches for p in b) == list(range(90))
+    assert max(sum(len(p.samples) for p in b) for b in batches) <= budget
+    assert max(len(b) for b in batches) == budget // short  # full, and no fuller

@@ -175,8 +175,9 @@ def test_killed_at_random_moments_the_pipeline_resumes_to_identical_output(fmt, 
     pipeline = write_pipeline(tmp_path / "pipeline.toml", acceptance_shards["paths"], out, three_stages(models),
                               fmt, **WINDOWS)
     rng = random.Random(fmt)
+    rounds = 2 if fmt == "jsonl" else 1  # the sinks share the journal and finishing: one kill each for the others
     kills = 0
-    for _ in range(2):
+    for _ in range(rounds):
         process = subprocess.Popen([sys.executable, "-m", "audiomill", "run", pipeline], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         time.sleep(rng.uniform(0.25, 0.7) * together["seconds"])
@@ -185,7 +186,7 @@ def test_killed_at_random_moments_the_pipeline_resumes_to_identical_output(fmt, 
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-    assert kills >= 2, "the run finished before it could be killed twice: the test proves nothing"
+    assert kills == rounds, "the run finished before it could be killed: the test proves nothing"
     assert run_audiomill("run", pipeline).returncode == 3
     for name in ("snac", "mimi", "units"):
         assert group_files(out / name) == expected[name], name

@@ -51,9 +51,12 @@ class DurationBatcher:
         bucket.append(piece)
         self._pending += 1
         self._pending_samples += len(piece.samples)
-        if len(piece.samples) == len(bucket[0].samples) and all(len(p.samples) == len(piece.samples) for p in bucket):
-            if len(bucket) * len(piece.samples) >= self.max_samples or len(bucket) >= self.max_pieces:
-                yield self._take(piece.bucket, list(bucket))
+        length = len(piece.samples)
+        full = min(self.max_pieces, max(1, self.max_samples // length))  # clips of this length a batch holds
+        if len(bucket) >= full and all(len(p.samples) == length for p in bucket):
+            # (a bucket left holding one length after mixed batches were taken may hold more than that)
+            while piece.bucket in self._buckets and len(self._buckets[piece.bucket]) >= full:
+                yield self._take(piece.bucket, self._buckets[piece.bucket][:full])
         while self._buckets and (self._pending_samples > self.lookahead * self.max_samples
                                  or self._pending > self.max_pending_pieces):
             key = max(self._buckets, key=lambda k: sum(len(p.samples) for p in self._buckets[k]))

@@ -199,13 +199,14 @@ class Bench:
             "decoder_peak_rss_mb": round(decoder_rss, 1),
             "date": time.strftime("%Y-%m-%d"),
         }
-        if stage.padded:  # what --batching padded changed: its share of codes equal to the exact ones
+        if stage.any_lengths:  # batches of any lengths: the share of codes equal to one-length batches'
+            # (1.0 for the masked codecs, whose codes are exact; what --batching padded changes for the others)
             exact = self._batches(stage, windows, exact=True)
             result["identical_codes_vs_exact"] = identical_share(batches, reference, exact,
                                                                  self._model_ceiling(stage, exact)[1])
         if cfg.agreement:
             result["agreement"] = self._agreement(codec, batch_seconds, batches, reference, device)
-            if codec.batching != "masked" and not stage.padded:
+            if not stage.any_lengths:
                 result["agreement"]["padded"] = self._padded_agreement(stage, windows, batches, reference)
         return result
 
@@ -453,8 +454,8 @@ def format_report(result: dict[str, Any]) -> str:
                  f"calls), padding {100 * result['padding_fraction']:.1f} % and repair "
                  f"{100 * result['repair_fraction']:.1f} % of the audio")
     if "identical_codes_vs_exact" in result:
-        lines.append(f"  --batching padded: {100 * result['identical_codes_vs_exact']:.3f} % of the codes equal "
-                     f"exact batching's")
+        lines.append(f"  batches of any lengths: {100 * result['identical_codes_vs_exact']:.3f} % of the codes equal "
+                     f"those of batches of one length")
     lines.append(f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB")
     for label, figures in result.get("agreement", {}).items():
         if "error" in figures:

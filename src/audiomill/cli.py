@@ -227,11 +227,11 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required:
                           "clips of different lengths ('masked' in 'audiomill codecs'): more gives fuller batches, "
                           "less wastes less; codes are the same either way")
     tok.add_argument("--batching", choices=("exact", "padded"), default="exact",
-                     help="exact: only clips of one length (or SNAC's padded length) batch together; padded: "
-                          "clips of any length do, sorted by length (--max-padding): for the 'masked' codecs of "
-                          "'audiomill codecs' (DAC, SNAC 24 kHz, Mimi, EnCodec 24 kHz) every code stays exact, "
-                          "for the others codes near a clip's end may differ (measure it with 'audiomill bench "
-                          "--batching padded')")
+                     help="exact: every code as the codec gives it for each clip alone: the 'masked' codecs of "
+                          "'audiomill codecs' (DAC, SNAC, Mimi, EnCodec 24 kHz) batch clips of any length, "
+                          "the others only clips of one length; padded: "
+                          "clips of any length batch for every codec, so for the others codes near a clip's end "
+                          "may differ (measure the share with 'audiomill bench --batching padded')")
     tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
                      help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
                           "most 8; one per two cores for a CPU worker)")

@@ -49,7 +49,7 @@ def test_frames_alone_and_batched_follow_the_codec(name, tmp_path):
         frames = codec.num_frames(len(clip))
         assert [levels[i].shape[-1] for i in range(len(frames))] == frames, (name, len(clip))
         alone.append([level[0] for level in levels[: len(frames)]])
-    buckets: dict[int, list[int]] = {}  # as batched: masked codecs' clips all together (--batching padded)
+    buckets: dict[int, list[int]] = {}  # as batched: masked codecs' clips all together
     for index, clip in enumerate(clips):
         together = codec.batching == "masked" and getattr(codec, "maskable", lambda n: True)(len(clip))
         buckets.setdefault(-1 if together else codec.batch_key(len(clip)), []).append(index)

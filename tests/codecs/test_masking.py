@@ -2,10 +2,10 @@
 codes those of encoding it alone (the codec's own package, called directly), long files windowed.
 
 SNAC 24 kHz, DAC 16 kHz, Mimi and EnCodec 24 kHz (tiny real architectures) as four stages of
-one pipeline: one run with ``batching = "padded"`` (any lengths together, the padding masked),
-another with the default (only clips of one length together): the outputs are the same
-records, the padded run's batches are several times fuller, and every clip short enough to be
-encoded in one window has the codes of the upstream model on it alone."""
+one pipeline: one run
+batches with padding masked, another with ``max-padding = 0`` (only clips of one length
+together, as before masking): the outputs are the same records, the masked run's batches are several times fuller, and every clip
+short enough to be encoded in one window has the codes of the upstream model on it alone."""
 
 from __future__ import annotations
 
@@ -91,9 +91,9 @@ def test_masked_batches_are_full_and_every_code_is_the_clips_alone(corpus, tiny_
               {"name": "encodec", "codec": "encodec-24khz", "model-path": tiny_models["encodec-24khz"]}]
     settings = {"chunk-seconds": 10, "overlap-seconds": 2, "batch-seconds": 30}
     masked = run_audiomill("run", write_pipeline(tmp_path / "masked.toml", [str(corpus)], tmp_path / "masked",
-                                                 stages, **settings, batching="padded"), check=True)
+                                                 stages, **settings), check=True)
     lengths = run_audiomill("run", write_pipeline(tmp_path / "lengths.toml", [str(corpus)], tmp_path / "lengths",
-                                                  stages, **settings), check=True)
+                                                  stages, **settings, **{"max-padding": 0}), check=True)
     fuller, before = _calls(masked.stderr), _calls(lengths.stderr)
     for stage in stages:
         name, codec, model = stage["name"], stage["codec"], stage["model-path"]

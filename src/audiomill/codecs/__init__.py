@@ -23,10 +23,8 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # as Hugging Face hub
 
 # How a codec's clips are batched, every code the same as encoding each clip alone:
 BATCHING = {
-    "masked": "clips of one length batch together; with --batching padded clips of any length do, "
-              "every code still exact: each convolution sees past a clip's end what it would see for the "
-              "clip alone (see codecs.masking)",
-    "bucket": "clips batch with those the model pads to the same length itself",
+    "masked": "clips of any length batch together, every code exact: each convolution sees past a "
+              "clip's end what it would see for the clip alone (see codecs.masking)",
     "exact-length": "clips batch only with clips of exactly their length (the model's codes depend on "
                     "the whole clip); --batching padded batches any lengths, codes near a clip's end may differ",
 }

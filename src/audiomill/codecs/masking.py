@@ -16,7 +16,12 @@ and whatever else reads them (a residual branch) reads garbage there anyway, mas
 before the next convolution uses it.
 
 It holds for encoders made of convolutions and pointwise operations only (activations,
-residual sums, per-frame quantizers): DAC's, SNAC's without attention.
+residual sums, per-frame quantizers): DAC's, SNAC 24 kHz's. SNAC 32/44 kHz add a local
+attention (``LocalMHA``): per frame normalisation, and attention within windows of
+``attn_window_size`` frames, windows counted from the first frame. SNAC pads every clip to a
+multiple of those windows itself (the mask's lengths are the clips' padded lengths), so
+none of a clip's windows reaches past its padded length: each window sees only the clip's
+own (masked, exact) values, batched as alone.
 
 Causal encoders (Mimi, EnCodec 24 kHz) have recurrent layers or attention too, but causal
 ones: an output depends on inputs at or before it, never on what comes after the clip,

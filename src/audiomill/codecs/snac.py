@@ -38,7 +38,7 @@ def _info(name: str, hub_id: str, config: dict) -> CodecInfo:
     return CodecInfo(
         name=name, module=__name__, sample_rate=config["sampling_rate"], frame_rates=rates,
         num_codebooks=len(config["vq_strides"]), cardinality=config["codebook_size"],
-        batching="bucket" if config.get("attn_window_size") else "masked",
+        batching="masked",
         extra="snac", hub_id=hub_id, weight_files=WEIGHT_FILES, config=config,
         description="SNAC multi-scale codec; one token list per level, coarse to fine",
     )
@@ -65,10 +65,10 @@ class SnacCodec:
         self.frame_rates = [self.sample_rate / h for h in self.frame_hops()]
         self.num_codebooks = len(self.strides)
         self.cardinality = int(model.codebook_size)
-        # without attention the encoder is convolutions only: any lengths batch, masked (codecs.masking);
-        # with local attention, only clips that SNAC pads to the same length (it has no padding mask)
-        self.batching = "bucket" if model.attn_window_size else "masked"
-        self.mask = ConvMask(model.encoder) if self.batching == "masked" else None
+        # any lengths batch, masked (codecs.masking): the encoder is convolutions, and for 32/44 kHz a
+        # local attention within windows that a clip's padded length (a multiple of them) never straddles
+        self.batching = "masked"
+        self.mask = ConvMask(model.encoder)
 
     def frame_hops(self) -> list[int]:
         return [self.hop * s for s in self.strides]

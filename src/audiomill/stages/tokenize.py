@@ -175,10 +175,9 @@ class TokenizeStage(BatchedModelStage):
                  precision: str = "fp32", compile: bool = False, pipeline: bool | None = None,
                  max_padding: float = 0.5, batching: str = "exact") -> None:
         self.codec = codec
-        # "padded": every clip batches with every other, zero-padded: exact where the codec masks the
-        # padding ("masked" codecs), close otherwise
-        self.padded = batching == "padded"
-        self.exact = codec.batching == "masked"
+        # clips of any length batch together, zero-padded: always where the codec masks the padding
+        # ("masked" codecs: every code exact), and for the others too with --batching padded (codes close)
+        self.any_lengths = batching == "padded" or codec.batching == "masked"
         self.name = codec.name
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
         self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
@@ -189,7 +188,7 @@ class TokenizeStage(BatchedModelStage):
         return self.codec.encode(tensor, lengths)
 
     def batch_key(self, num_samples: int) -> int:
-        if self.padded and getattr(self.codec, "maskable", lambda n: True)(num_samples):
+        if self.any_lengths and getattr(self.codec, "maskable", lambda n: True)(num_samples):
             return 0
         return self.codec.batch_key(num_samples)
 
