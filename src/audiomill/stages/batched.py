@@ -65,6 +65,16 @@ def parse_inject_oom(spec: str | None) -> tuple[str, int] | None:
     return what.strip(), int(limit)
 
 
+def _released(exc: BaseException) -> BaseException:
+    """``exc`` without what keeps the failed call's memory alive: its traceback's frames (and
+    those of the exceptions it chains). The message and type are all a retry needs."""
+    seen = exc
+    while seen is not None:
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
 class HeapTrimmer:
     """Give freed activation memory back to the system now and then (CPU models only).
 
@@ -322,7 +332,9 @@ class BatchedModelStage:
             prepared = self.prepare([p.samples for p in batch])
         except Exception:  # out of memory already: the model thread splits the batch
             prepared = None
-        return self._submit(lambda: self._run_splitting(batch, prepared))
+        upload = [prepared]  # handed over, not kept by the job: a failed batch's upload is freed before its retry
+        del prepared
+        return self._submit(lambda: self._run_splitting(batch, upload.pop()))
 
     def _submit(self, job: Callable[[], Computed]) -> list[FileOutput]:
         """Run ``job`` (a model call) now, or in the model thread while the one before is written."""
@@ -362,22 +374,30 @@ class BatchedModelStage:
         return [output]
 
     def _run_splitting(self, batch: list[Piece], prepared: tuple | None = None) -> Computed:
-        """Run a batch; on failure run each half, down to single windows, then shorter windows."""
+        """Run a batch; on failure run each half, down to single windows, then shorter windows.
+
+        The retry runs only once the failed call's tensors are released: the exception's
+        traceback holds the frames that hold them (the padded batch, the activations), so it is
+        dropped, with the upload, before anything runs again, and on a GPU the cache is emptied
+        after that (:meth:`_after_oom`)."""
+        clips = [p.samples for p in batch]
         try:
-            clips = [p.samples for p in batch]
             return list(zip(batch, self._run_prepared(clips, prepared or self.prepare(clips))))
         except Exception as exc:
+            failure: BaseException | None = exc
             oom = is_out_of_memory(exc)
-            if oom:
-                self._after_oom(batch)
-            if len(batch) > 1:
-                half = len(batch) // 2
-                return self._run_splitting(batch[:half]) + self._run_splitting(batch[half:])
-            if oom:
-                return [(batch[0], self._run_shorter(batch[0].samples))]
-            owner = batch[0].owner
-            log.warning("%s failed on %s: %s", self.name, owner.item.key if owner is not None else "a window", exc)
-            return [(batch[0], Failed(f"{self.name} failed: {type(exc).__name__}: {exc}", exc))]
+        prepared = None
+        if oom:
+            failure = _released(failure)
+            self._after_oom(batch)
+        if len(batch) > 1:
+            half = len(batch) // 2
+            return self._run_splitting(batch[:half]) + self._run_splitting(batch[half:])
+        if oom:
+            return [(batch[0], self._run_shorter(batch[0].samples))]
+        owner = batch[0].owner
+        log.warning("%s failed on %s: %s", self.name, owner.item.key if owner is not None else "a window", failure)
+        return [(batch[0], Failed(f"{self.name} failed: {type(failure).__name__}: {failure}", failure))]
 
     def _after_oom(self, batch: list[Piece]) -> None:
         import torch
