@@ -1,13 +1,16 @@
 """Shards, start to finish: source -> decode pool -> stages -> a sink per stage, resumable per file.
 
-A feeder thread reads shards in order (lock, resume point per stage, items) and hands
-each file to the decode pool once, naming the views (rate and windows) of the stages
-that still need it. The calling thread takes windows from the pool as they come, gives
-each to the stages of its view, and writes what each stage returns to that stage's sink
-for the shard. A file is finished when every stage that needed it has written it; a
-shard, when all its files are, and then each of its stages' outputs is finished and
-marked done. As soon as one shard is fully handed out the feeder starts on the next, so
-the decoders keep working while the last batches of a shard are computed.
+Three threads. A feeder thread reads shards in order (lock, resume point per stage, items)
+and hands each file to the decode pool once, naming the views (rate and windows) of the
+stages that still need it. The calling thread takes windows from the pool as they come and
+gives each to the stages of its view; what a stage returns goes to a writer thread
+(:class:`_Writer`), which serialises the records into that stage's sink for the shard, and
+finishes shards: so the thread that feeds the model never waits on JSON, Parquet or the
+disk. A file is finished when every stage that needed it has handed it over; a shard, when
+all its files are, and then (after its records, in the writer's order) each of its stages'
+outputs is finished and marked done. As soon as one shard is fully handed out the feeder
+starts on the next, so the decoders keep working while the last batches of a shard are
+computed.
 
 The runner knows the Stage and Sink protocols only: it routes what stages return by the
 file's ticket (its shard and key), and counts files, errors and audio seconds as they
@@ -76,6 +79,7 @@ class _Run:
     finished: int = 0  # files written by every stage that needed them (written by the consumer only)
     fed: bool = False
     failed: bool = False
+    finishing: bool = False  # handed to the writer to finish
 
     def wants(self, key: str) -> bool:
         return any(key not in keys for keys in self.done.values())
@@ -152,16 +156,17 @@ class ShardProcessor:
         written, then the shards in hand are left resumable and their locks released.
         """
         control: queue.Queue = queue.Queue()
-        consumer = _Consumer(self, report)
+        consumer = _Consumer(self, report, _Writer(control, self.folder.out))
         quit_feeding = threading.Event()
         feeder = threading.Thread(target=self._feed, args=(shards, retry_errors, control, consumer, quit_feeding),
                                   name="audiomill-feeder", daemon=True)
         feeder.start()
         try:
             ended = False
-            while not (ended and not consumer.runs):
+            while not (ended and not consumer.runs and not consumer.finishing):
                 if stop is not None and stop.is_set():
                     consumer.deliver_computed()
+                    yield from consumer.written()
                     if consumer.runs:
                         log.info("stopping: leaving %s resumable", ", ".join(r.shard.name for r in consumer.runs))
                     break
@@ -176,13 +181,18 @@ class ShardProcessor:
                         raise message[1]
                     else:
                         yield from consumer.control(message)
+                if ended and not consumer.runs:
+                    decoded = None
+                    consumer.writer.wait()  # the shards being finished: their results come next
+                    continue
                 busy = any(run.decoding for run in consumer.runs)
                 decoded = self.pool.get(timeout=0.02 if busy or not ended else 0.2)
                 if decoded is not None:
-                    yield from consumer.decoded(decoded)
+                    consumer.decoded(decoded)
                 elif ended or not busy:
-                    yield from consumer.idle(ended and not busy)
+                    consumer.idle(ended and not busy)
         finally:
+            consumer.writer.close()  # what is handed over is written first, then the shards are let go
             with consumer.guard:  # the feeder locks no shard after this without releasing it
                 quit_feeding.set()
                 consumer.abandon()
@@ -335,20 +345,60 @@ def _close_sinks(run: _Run) -> None:
             pass
 
 
-class _Consumer:
-    """The calling thread's side: windows into the stages, their outputs into their sinks."""
+class _Writer:
+    """A thread that runs writing jobs (a batch's records into the sinks, a shard's finishing) in
+    the order they come, so that the calling thread goes back to the model at once.
 
-    def __init__(self, processor: ShardProcessor, report: Report):
+    A job tells the calling thread what happened through ``control``: ``("report", event)``,
+    ``("write_failed", run, reason)`` (that shard fails alone), ``("finished", result)``; a full
+    disk is ``("crash", DiskFull)``, which stops the run. Jobs wait in a bounded queue: a writer
+    behind holds the model back, not memory."""
+
+    def __init__(self, control: queue.Queue, out: str, depth: int = 64) -> None:
+        self.control = control
+        self.out = out
+        self._jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._work, name="audiomill-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        """Until every job handed over has run."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except BaseException as exc:  # a bug in a sink: the calling thread raises it
+                self.control.put(("crash", DiskFull(self.out) if is_disk_full(exc) else exc))
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+
+class _Consumer:
+    """The calling thread's side: windows into the stages, their outputs to the writer."""
+
+    def __init__(self, processor: ShardProcessor, report: Report, writer: _Writer):
         self.outputs = processor.outputs
         self.folder = processor.folder
         self.report = report
+        self.writer = writer
+        self.finishing = 0  # shards handed to the writer to finish, whose result has not come back
         self.files: dict[int, _File] = {}  # filled by the feeder thread as it hands files out
         self.runs: list[_Run] = []
         # Every shard the feeder locks is registered under this guard, so that an early stop frees them
         # all, even one locked while the consumer was leaving (a reused Ray worker process lives on).
         self.guard = threading.Lock()
         self.opened: list[_Run] = []
-        self.failures: list[ShardResult] = []  # shards failed while delivering, reported at the next settle
 
     def _close(self, run: _Run) -> None:
         with self.guard:
@@ -360,11 +410,23 @@ class _Consumer:
         kind = message[0]
         if kind == "result":
             yield message[1]
+        elif kind == "report":
+            self.report(message[1])
+        elif kind == "finished":
+            self.finishing -= 1
+            yield message[1]
+        elif kind == "finish_failed":
+            self.finishing -= 1
+            if message[2] is not None and not message[1].failed:
+                yield self._fail(message[1], message[2])
+        elif kind == "write_failed":
+            if not message[1].failed:
+                yield self._fail(message[1], message[2])
         elif kind == "run":
             self.runs.append(message[1])
         elif kind == "fed":
             message[1].fed = True
-            yield from self._settle()
+            self._settle()
         elif kind == "file_error":
             self._failed(message[1], message[2])
         elif kind == "damage":
@@ -372,9 +434,24 @@ class _Consumer:
         elif kind == "shard_error":
             yield self._fail(message[1], message[2])
 
+    def written(self) -> Iterator[ShardResult]:
+        """Wait for the writer, and take what it says (stopping: its results, its failures)."""
+        self.writer.wait()
+        while True:
+            try:
+                message = self.writer.control.get_nowait()
+            except queue.Empty:
+                break
+            if message[0] in ("report", "finished", "finish_failed", "write_failed"):
+                yield from self.control(message)
+            elif message[0] == "crash":
+                raise message[1]
+            # the feeder's other messages are dropped, as a stop always did: abandon() frees its shards
+
     def _fail(self, run: _Run, reason: str) -> ShardResult:
         """The shard cannot go on: what it has written stays resumable, the others go on."""
         run.failed = True
+        self.writer.wait()  # nothing is still writing to its sinks
         _close_sinks(run)
         try:
             self.folder.mark_failed(run.shard.name, reason)
@@ -392,18 +469,28 @@ class _Consumer:
     def _damage_record(self, run: _Run, record: dict[str, Any]) -> None:
         if run.failed:
             return
-        try:
-            for index, sink in run.sinks.items():
-                if record["key"] not in run.done[index]:
-                    sink.write_error(record)
-                    sink.flush()
-        except Exception as exc:
-            _stop_if_disk_full(exc, self.folder.out)
-            self.failures.append(self._fail(run, _with_traceback(exc)))
-            return
-        self.report({"event": "progress", "shard": run.shard.name, "files": 0, "errors": 1, "audio_seconds": 0.0})
+        writes = [(sink, None, record) for index, sink in run.sinks.items() if record["key"] not in run.done[index]]
+        self.writer.submit(lambda: self._write(run, writes, {"files": 0, "errors": 1, "audio_seconds": 0.0}))
 
-    def decoded(self, message: tuple) -> Iterator[ShardResult]:
+    def _write(self, run: _Run, writes: list[tuple[ShardSink, str | None, Any]], counts: dict[str, Any]) -> None:
+        """(In the writer.) Records into their sinks, flushed; then the progress they make."""
+        if run.failed:
+            return
+        try:
+            for sink, key, payload in writes:
+                if key is None:
+                    sink.write_error(payload)
+                else:
+                    sink.write(key, *payload)
+            for sink in {id(sink): sink for sink, _, _ in writes}.values():
+                sink.flush()
+        except Exception as exc:  # a record the sink cannot write (a disk error): this shard fails, not the run
+            _stop_if_disk_full(exc, self.folder.out)
+            self.writer.control.put(("write_failed", run, _with_traceback(exc)))
+            return
+        self.writer.control.put(("report", {"event": "progress", "shard": run.shard.name, **counts}))
+
+    def decoded(self, message: tuple) -> None:
         kind, ticket = message[0], message[1]
         file = self.files.get(ticket)
         if kind == "begin" or file is None:
@@ -423,7 +510,7 @@ class _Consumer:
                 file.windows[index] = number + 1
                 self._deliver(index, output.stage.add_window(file.states[index], number, window, samples, last,
                                                              num_samples))
-        yield from self._settle()
+        self._settle()
 
     def _failed(self, ticket: int, reason: str) -> None:
         """The file did not decode: every stage that needed it records the error."""
@@ -439,28 +526,27 @@ class _Consumer:
         for index, output in enumerate(self.outputs):
             self._deliver(index, output.stage.drain())
 
-    def idle(self, end: bool) -> Iterator[ShardResult]:
+    def idle(self, end: bool) -> None:
         """Nothing is arriving: run what waits for its batch to fill (``end``: no more input for now)."""
         self._flush(end)
-        yield from self._settle()
+        self._settle()
 
     def _flush(self, end: bool = False) -> None:
         for index, output in enumerate(self.outputs):
             if end or output.stage.waiting:
                 self._deliver(index, output.stage.flush(end))
 
-    def _settle(self) -> Iterator[ShardResult]:
+    def _settle(self) -> None:
         """Flush the batches of shards whose files have all been decoded; finish complete shards."""
         if any(run.fed and not run.decoding and run.finished < run.submitted for run in self.runs):
             self._flush()
         for run in list(self.runs):
             if run.fed and run.finished == run.submitted:
-                yield self._finish(run)
-        while self.failures:
-            yield self.failures.pop(0)
+                self._hand_to_finish(run)
 
     def _deliver(self, index: int, outputs: list[FileOutput]) -> None:
-        touched: dict[int, tuple[_Run, dict[str, float]]] = {}
+        """Hand the outputs to the writer, and count the files they finish."""
+        touched: dict[int, tuple[_Run, dict[str, float], list]] = {}
         for output in outputs:
             file = self.files.get(output.ticket)
             if file is None or index not in file.pending:
@@ -469,17 +555,11 @@ class _Consumer:
             run = file.run
             if run.failed:
                 continue
-            sink = run.sinks[index]
-            try:
-                if output.error is not None:
-                    sink.write_error(error_record(output.item, output.error))
-                else:
-                    sink.write(output.item.key, output.records, round(output.audio_seconds, 6))
-            except Exception as exc:  # a record the sink cannot write (a disk error): this shard fails, not the run
-                _stop_if_disk_full(exc, self.folder.out)
-                self.failures.append(self._fail(run, _with_traceback(exc)))
-                continue
-            counts = touched.setdefault(id(run), (run, {"files": 0, "errors": 0, "audio_seconds": 0.0}))[1]
+            _, counts, writes = touched.setdefault(id(run), (run, {"files": 0, "errors": 0, "audio_seconds": 0.0}, []))
+            if output.error is not None:
+                writes.append((run.sinks[index], None, error_record(output.item, output.error)))
+            else:
+                writes.append((run.sinks[index], output.item.key, (output.records, round(output.audio_seconds, 6))))
             if index == next(iter(run.sinks)):  # progress counts the shard's first output
                 counts["errors" if output.error is not None else "files"] += 1
                 counts["audio_seconds"] += output.audio_seconds
@@ -489,19 +569,27 @@ class _Consumer:
                     file.decoded = True
                     run.decoding -= 1
                 run.finished += 1
-        for run, counts in touched.values():
-            if run.failed:
-                continue
-            try:
-                for sink in run.sinks.values():
-                    sink.flush()
-            except Exception as exc:
-                _stop_if_disk_full(exc, self.folder.out)
-                self.failures.append(self._fail(run, _with_traceback(exc)))
-                continue
-            self.report({"event": "progress", "shard": run.shard.name, **counts})
+        for run, counts, writes in touched.values():
+            self.writer.submit(lambda run=run, writes=writes, counts=counts: self._write(run, writes, counts))
 
-    def _finish(self, run: _Run) -> ShardResult:
+    def _hand_to_finish(self, run: _Run) -> None:
+        """Every file of the shard is handed over: the writer finishes it after its records."""
+        self.runs.remove(run)
+        run.finishing = True
+        self.finishing += 1
+
+        def finish() -> None:
+            outcome = None if run.failed else self._finish(run)
+            if isinstance(outcome, ShardResult):
+                self.writer.control.put(("finished", outcome))
+            else:
+                self.writer.control.put(("finish_failed", run, outcome))
+
+        self.writer.submit(finish)
+
+    def _finish(self, run: _Run) -> ShardResult | str:
+        """(In the writer.) Each sink's final file, then its done marker: the result, or why the
+        shard failed."""
         per_group: dict[str, dict[str, Any]] = {}
         untrusted: dict[str, dict[str, Any]] = {}
         if run.untrusted is not None:
@@ -515,7 +603,7 @@ class _Consumer:
                 stats: dict[str, Any] = sink.finish(run.order, untrusted)
             except Exception as exc:  # the final file cannot be written: this shard fails, not the run
                 _stop_if_disk_full(exc, self.folder.out)
-                return self._fail(run, _with_traceback(exc))
+                return _with_traceback(exc)
             stats.update(shard=run.shard.name, source=run.shard.path, wall_seconds=round(time.time() - run.started, 3),
                          finished=time.time(), host=os.uname().nodename)
             if run.damage:  # not complete: the marker keeps what was found, and which file it was found in
@@ -530,7 +618,6 @@ class _Consumer:
             log.info("shard %s%s complete: %d files, %d errors, %.1f s audio in %.1f s", run.shard.name,
                      f" ({group})" if group else "", stats["items"], stats["errors"], stats["audio_seconds"],
                      stats["wall_seconds"])
-        self.runs.remove(run)
         self._close(run)
         if run.damage:
             return ShardResult(run.shard.name, "damaged", merge_stats(per_group), "; ".join(run.damage))
