@@ -9,6 +9,13 @@ bounded both ways: reading stops when the decoders are busy, decoders stop when
 the encoder is behind. A decoder that dies (a crash inside a native library on a
 hostile file) costs its current file an error record and is replaced.
 
+Windows travel through shared memory, not the pipe: each decoder writes its windows'
+samples into a ring of its own (:class:`WindowRing`, an anonymous ``memfd`` the pool
+creates and the decoder maps), and the message carries only where they are. The pool copies
+them out as it takes the message and moves the ring's read mark on; a decoder waits while
+its ring is full. (Where there is no ``memfd``, or for a window over half a ring, the
+samples go in the message, pickled.)
+
 Messages to the consumer, tagged with the task's ticket:
 
 - ``("begin", worker, ticket)`` the worker took the task;
@@ -21,12 +28,16 @@ Messages to the consumer, tagged with the task's ticket:
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import multiprocessing as mp
-import queue
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from audiomill.audio import ByteRange, Source, open_audio
 from audiomill.chunking import Windower
@@ -54,6 +65,75 @@ class Task:
 
 
 TRACE_ENV = "AUDIOMILL_TRACE_DECODES"  # a file each decode appends a line to: what was decoded, and how often
+RING_BYTES = 16 << 20  # each decoder's shared ring (a 60 s window at 24 kHz is 5.8 MB)
+_HEADER = 64  # the ring's first bytes: how far the pool has read (uint64)
+
+
+class WindowRing:
+    """Shared memory that one decoder writes windows into and the pool reads them out of.
+
+    An anonymous ``memfd``: nothing is left in ``/dev/shm`` if the run is killed. The decoder
+    opens it as ``/proc/<pool pid>/fd/<fd>`` (:meth:`path`). Bytes are counted from the start,
+    never reset: the decoder writes at ``head``, the pool has read up to ``read`` (kept in the
+    header), and the decoder never lets ``head`` run more than the ring's size ahead of it."""
+
+    def __init__(self, size: int = RING_BYTES) -> None:
+        self.size = size
+        self.fd = os.memfd_create("audiomill-windows", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, _HEADER + size)
+        self._map = mmap.mmap(self.fd, _HEADER + size)
+        self._read = np.frombuffer(self._map, np.uint64, 1, 0)
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def take(self, place: tuple) -> np.ndarray:
+        """The samples at ``place`` (from :meth:`RingWriter.put`), copied out; the space is free again."""
+        _, _, offset, count, end = place
+        samples = np.frombuffer(self._map, np.float32, count, _HEADER + offset).copy()
+        self._read[0] = end
+        return samples
+
+    def close(self) -> None:
+        del self._read
+        self._map.close()
+        os.close(self.fd)
+
+
+def open_ring(size: int = RING_BYTES) -> WindowRing | None:
+    try:
+        return WindowRing(size)
+    except (AttributeError, OSError):  # no memfd here: windows go pickled
+        return None
+
+
+class RingWriter:
+    """The decoder's side of a :class:`WindowRing`."""
+
+    def __init__(self, path: str, size: int, generation: int) -> None:
+        self.size = size
+        self.generation = generation
+        with open(path, "r+b") as handle:
+            self._map = mmap.mmap(handle.fileno(), _HEADER + size)
+        self._read = np.frombuffer(self._map, np.uint64, 1, 0)
+        self._head = 0
+
+    def put(self, samples: np.ndarray) -> tuple | np.ndarray:
+        """Write ``samples`` into the ring (waiting for room); where they are. A window too large
+        for the ring, or not float32, is returned to go in the message as it is."""
+        if samples.dtype != np.float32 or samples.nbytes > self.size // 2:
+            return samples
+        offset = self._head % self.size
+        if offset + samples.nbytes > self.size:  # it would not fit before the end: start again at 0
+            self._head += self.size - offset
+            offset = 0
+        end = self._head + samples.nbytes
+        while end - int(self._read[0]) > self.size:
+            time.sleep(0.0005)  # the pool has not read far enough yet
+        np.frombuffer(self._map, np.float32, len(samples), _HEADER + offset)[:] = samples
+        self._head = end
+        return ("ring", self.generation, offset, len(samples), end)
 
 
 def decode_task(task: Task, plans: list[WindowPlan], send) -> None:
@@ -89,7 +169,9 @@ def _trace(task: Task) -> None:
             handle.write(f"{task.label}\t{','.join(map(str, task.views))}\n")
 
 
-def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results) -> None:
+def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results, ring: tuple | None = None) -> None:
+    """``tasks`` and ``results``: this decoder's own ends of two pipes (no lock shared with another
+    decoder, so that one killed at any moment never blocks the others)."""
     # The parent decides when to stop. SLURM signals every process of a job step: a time-limit
     # warning (USR2) or a TERM must not kill a decoder, or its file would become an error record.
     for number in (signal.SIGINT, signal.SIGUSR2, signal.SIGTERM):
@@ -98,74 +180,152 @@ def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results) -> None:
 
     die_with_parent()
     quiet_native_stderr()
-    while (task := tasks.get()) is not None:
-        results.put(("begin", worker, task.ticket))
-        decode_task(task, plans, results.put)
+    send = results.send
+    try:
+        writer = RingWriter(*ring) if ring is not None else None
+    except OSError:  # the pool's ring cannot be opened from here: windows go pickled
+        writer = None
+    if writer is not None:
+
+        def send(message: tuple) -> None:
+            if message[0] == "window":
+                message = message[:4] + (writer.put(message[4]),) + message[5:]
+            results.send(message)
+
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):  # the pool is gone
+            return
+        if task is None:
+            return
+        results.send(("begin", worker, task.ticket))
+        decode_task(task, plans, send)
 
 
 class DecodePool:
-    """``workers`` decoding processes fed from a bounded task queue; results on :attr:`results`.
+    """``workers`` decoding processes, each given at most ``depth`` tasks at a time; :meth:`get`
+    takes what they send.
+
+    Each decoder has a pipe of its own each way: a decoder killed at any moment (mid-message
+    included) breaks only its own pipes, where a queue shared by all would stay locked by it.
+    The tasks it had not begun go to its replacement.
 
     ``plans`` are the views (one per distinct stage window plan); a task names those it needs."""
 
-    def __init__(self, workers: int, plans: list[WindowPlan]) -> None:
+    def __init__(self, workers: int, plans: list[WindowPlan], depth: int = 2) -> None:
         self.plans = list(plans)
+        self.depth = depth
         self._ctx = mp.get_context("spawn")
-        self.tasks: Any = self._ctx.Queue(maxsize=2 * workers)
-        self.results: Any = self._ctx.Queue(maxsize=4 * workers + 4)
         self._procs: list[Any] = [None] * workers
+        self._to: list[Any] = [None] * workers  # the pool's end of each decoder's task pipe
+        self._from: list[Any] = [None] * workers  # ... and of its result pipe
+        self._given: list[list[Task]] = [[] for _ in range(workers)]  # tasks each decoder has, in order
+        self._room = threading.Condition()
+        self._closed = False
         self.current: dict[int, int] = {}  # worker -> ticket it is decoding
+        # a ring per decoder started (a replaced decoder gets a new one: the old one's windows may still come)
+        self._rings: dict[int, WindowRing] = {}
+        self.shared_windows = 0  # windows that came through a ring (the others came pickled)
         for worker in range(workers):
             self._start(worker)
 
     def _start(self, worker: int) -> None:
-        proc = self._ctx.Process(target=_decoder_main, args=(worker, self.plans, self.tasks, self.results),
+        ring = open_ring()
+        place = None
+        if ring is not None:
+            generation = len(self._rings)
+            self._rings[generation] = ring
+            place = (ring.path, ring.size, generation)
+        task_out, task_in = self._ctx.Pipe()
+        result_out, result_in = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(target=_decoder_main, args=(worker, self.plans, task_in, result_in, place),
                                  name=f"audiomill-decode-{worker}", daemon=True)
         proc.start()
-        self._procs[worker] = proc
+        task_in.close()  # the decoder's ends: once it dies, reading its results ends (EOF)
+        result_in.close()
+        self._procs[worker], self._to[worker], self._from[worker] = proc, task_out, result_out
 
     def submit(self, task: Task) -> None:
-        self.tasks.put(task)
+        """Give ``task`` to the decoder with the fewest; wait while every one has ``depth``."""
+        with self._room:
+            while not self._closed and min(len(g) for g in self._given) >= self.depth:
+                self._room.wait(0.5)
+            if self._closed:
+                return
+            worker = min(range(len(self._given)), key=lambda w: len(self._given[w]))
+            self._given[worker].append(task)
+            pipe = self._to[worker]
+        try:
+            pipe.send(task)
+        except OSError:  # it has just died: _reap gives the task to its replacement
+            pass
 
     def get(self, timeout: float) -> tuple | None:
         """The next message, or None after ``timeout`` seconds; replaces dead decoders as it goes."""
+        from multiprocessing.connection import wait
+
+        ready = wait([c for c in self._from if c is not None], timeout)
+        if not ready:
+            return None
+        conn = ready[0]
+        worker = self._from.index(conn)
         try:
-            message = self.results.get(timeout=timeout)
-        except queue.Empty:
-            return self._reap()
-        if message[0] == "begin":
+            message = conn.recv()
+        except (EOFError, OSError):  # its decoder is dead, and everything it sent is read
+            return self._reap(worker)
+        if message[0] == "window" and isinstance(message[4], tuple):
+            message = message[:4] + (self._rings[message[4][1]].take(message[4]),) + message[5:]
+            self.shared_windows += 1
+        elif message[0] == "begin":
             self.current[message[1]] = message[2]
         elif message[0] in ("done", "error"):
-            for worker, ticket in list(self.current.items()):
-                if ticket == message[1]:
-                    del self.current[worker]
+            if self.current.get(worker) == message[1]:
+                del self.current[worker]
+            with self._room:
+                self._given[worker] = [t for t in self._given[worker] if t.ticket != message[1]]
+                self._room.notify_all()
         return message
 
-    def _reap(self) -> tuple | None:
-        for worker, proc in enumerate(self._procs):
-            if proc.is_alive():
-                continue
-            code = proc.exitcode
-            ticket = self.current.pop(worker, None)
-            log.warning("decoder %d died (exit code %s); starting another", worker, code)
+    def _reap(self, worker: int) -> tuple | None:
+        """A decoder died (its result pipe ended): start another; its file is an error."""
+        proc = self._procs[worker]
+        proc.join(timeout=5)
+        code = proc.exitcode
+        ticket = self.current.pop(worker, None)
+        log.warning("decoder %d died (exit code %s); starting another", worker, code)
+        with self._room:  # what it had not begun goes to its replacement (a task given meanwhile: once)
+            self._from[worker].close()
+            self._to[worker].close()
             self._start(worker)
-            if ticket is not None:
-                how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                return ("error", ticket, f"the decoder crashed on this file ({how})")
-        return None
+            self._given[worker] = [t for t in self._given[worker] if t.ticket != ticket]
+            waiting = list(self._given[worker])
+            self._room.notify_all()
+        for task in waiting:
+            self._to[worker].send(task)
+        if ticket is None:
+            return None
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return ("error", ticket, f"the decoder crashed on this file ({how})")
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p is not None and p.pid]
 
     def close(self) -> None:
+        with self._room:
+            self._closed = True
+            self._room.notify_all()
         for proc in self._procs:
             if proc.is_alive():
                 proc.kill()  # decoders ignore TERM (see _decoder_main) and hold nothing to save
         for proc in self._procs:
             proc.join(timeout=5)
-        for q in (self.tasks, self.results):
-            q.cancel_join_thread()
-            q.close()
+        for conn in self._to + self._from:
+            if conn is not None:
+                conn.close()
+        for ring in self._rings.values():
+            ring.close()
+        self._rings.clear()
 
 
 def task_source(item) -> Source:
