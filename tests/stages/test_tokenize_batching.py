@@ -48,3 +48,20 @@ def test_padded_batching_is_opt_in_fuller_and_keeps_each_clips_frames(units):
     assert [[len(row) for row in got] for got in padded_tokens] == [[len(row) for row in e] for e in exact_tokens]
     longest = LENGTHS.index(max(LENGTHS))
     assert padded_tokens[longest] == exact_tokens[longest]  # the longest clip has no padding at all
+
+
+@pytest.mark.parametrize("name", ["encodec-48khz", "encodec-24khz"])
+def test_padded_batching_reaches_the_transformers_codecs_and_masked_ones_stay_exact(name, tmp_path):
+    """--batching padded once left the transformers codecs without a mask in one-length batches."""
+    import importlib
+
+    info = codec_info(name)
+    codec = load_codec(name, importlib.import_module(info.module).save_tiny(info, str(tmp_path)), "cpu", {})
+    exact, padded = TokenizeStage(codec, 0, 0, 20.0), TokenizeStage(codec, 0, 0, 20.0, batching="padded")
+    long, longer = 5 * codec.sample_rate, 5 * codec.sample_rate + 777
+    if codec.batching == "masked":  # any lengths either way; clips too short to mask, only with their own length
+        assert exact.batch_key(long) == exact.batch_key(longer) == padded.batch_key(longer) == 0
+        assert padded.batch_key(10) == codec.batch_key(10) != 0
+    else:
+        assert exact.batch_key(long) != exact.batch_key(longer)
+        assert padded.batch_key(long) == padded.batch_key(longer) == 0

@@ -178,6 +178,7 @@ class TokenizeStage(BatchedModelStage):
         # clips of any length batch together, zero-padded: always where the codec masks the padding
         # ("masked" codecs: every code exact), and for the others too with --batching padded (codes close)
         self.any_lengths = batching == "padded" or codec.batching == "masked"
+        self.masked = codec.batching == "masked"
         self.name = codec.name
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
         self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
@@ -188,7 +189,9 @@ class TokenizeStage(BatchedModelStage):
         return self.codec.encode(tensor, lengths)
 
     def batch_key(self, num_samples: int) -> int:
-        if self.any_lengths and getattr(self.codec, "maskable", lambda n: True)(num_samples):
+        if self.masked:  # (EnCodec 24 kHz masks only clips of at least a few frames)
+            return 0 if getattr(self.codec, "maskable", lambda n: True)(num_samples) else self.codec.batch_key(num_samples)
+        if self.any_lengths:
             return 0
         return self.codec.batch_key(num_samples)
 
