@@ -274,7 +274,10 @@ class Bench:
                         ticket += 1
                         pending += 1
                 message = pool.get(timeout=0.05)
-                if message is None or message[0] in ("begin", "done"):
+                if message is None or message[0] == "begin":
+                    continue
+                if message[0] == "done":  # (the pool takes another task once a decoder says done)
+                    pending -= 1
                     continue
                 if message[0] == "error":
                     pending -= 1
@@ -283,7 +286,6 @@ class Bench:
                 _, number, _, window, samples, last, num_samples = message
                 windows[number].append(samples)
                 if last:
-                    pending -= 1
                     total += num_samples
             elapsed = time.perf_counter() - started
         finally:
