@@ -25,6 +25,8 @@ if [[ $what == bench || $what == all ]]; then
         2> "$out/bench-snac24.log" || status=1
     python3 -m audiomill bench --tiny --json --work-dir /tmp/bench-tiny > "$out/bench-tiny.json" \
         2> "$out/bench-tiny.log" || status=1
-    cat "$out"/bench-*.json
+    # every clip's codes in full batches against alone, on the GPU (tiny configurations)
+    python3 benchmarks/identity.py --devices 0 > "$out/identity.jsonl" 2> "$out/identity.log" || status=1
+    cat "$out"/bench-*.json "$out/identity.jsonl"
 fi
 exit "$status"

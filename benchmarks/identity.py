@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from batching import make_corpus  # noqa: E402
 
 
-def tokenize(codec: str, corpus: str, out: str, weights: list[str], *flags: str) -> tuple[dict, str]:
+def tokenize(codec: str, corpus: str, out: str, weights: list[str], devices: str, *flags: str) -> tuple[dict, str]:
     command = [sys.executable, "-m", "audiomill", "tokenize", corpus, "--codec", codec, *weights, "--out", out,
-               "--chunk-seconds", "8", "--overlap-seconds", "2", "--devices", "cpu", "--progress", "none", *flags]
+               "--chunk-seconds", "8", "--overlap-seconds", "2", "--devices", devices, "--progress", "none", *flags]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=60)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--devices", default="cpu", help="as for tokenize (on a GPU: 0): kernels chosen by shape there")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         corpus = make_corpus(work, args.clips, args.seed)
@@ -57,9 +58,10 @@ def main() -> None:
                 info = codec_info(codec)
                 folder = importlib.import_module(info.module).save_tiny(info, os.path.join(work, f"{codec}-tiny"))
                 weights = ["--model-path", folder]
-            full, log = tokenize(codec, corpus, os.path.join(work, f"{codec}-full"), weights, "--batch-seconds", "120")
-            alone, _ = tokenize(codec, corpus, os.path.join(work, f"{codec}-alone"), weights, "--batch-seconds", "8",
-                                "--max-padding", "0")
+            full, log = tokenize(codec, corpus, os.path.join(work, f"{codec}-full"), weights, args.devices,
+                                 "--batch-seconds", "120")
+            alone, _ = tokenize(codec, corpus, os.path.join(work, f"{codec}-alone"), weights, args.devices,
+                                "--batch-seconds", "8", "--max-padding", "0")
             calls = re.search(r"(\d+) model calls, ([\d.]+) clips each", log)
             same = sum(full[key] == alone.get(key) for key in full)
             print(json.dumps({"codec": codec, "records": len(full), "identical": same,
