@@ -85,8 +85,6 @@ class SnacCodec:
 
     def encode(self, wav, lengths):
         """Codes per level for ``wav[B, T]``; the caller chooses the grad mode (the stage: inference)."""
-        if self.mask is None:
-            return self.model.encode(wav.to(self.device)[:, None, :])
         with self.mask.clips([self.padded(int(n)) for n in lengths]):
             return self.model.encode(wav.to(self.device)[:, None, :])
 

@@ -35,6 +35,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 import numpy as np
@@ -263,9 +264,7 @@ class DecodePool:
 
     def get(self, timeout: float) -> tuple | None:
         """The next message, or None after ``timeout`` seconds; replaces dead decoders as it goes."""
-        from multiprocessing.connection import wait
-
-        ready = wait([c for c in self._from if c is not None], timeout)
+        ready = wait_for([c for c in self._from if c is not None], timeout)
         if not ready:
             return None
         conn = ready[0]

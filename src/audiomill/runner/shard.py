@@ -182,7 +182,6 @@ class ShardProcessor:
                     else:
                         yield from consumer.control(message)
                 if ended and not consumer.runs:
-                    decoded = None
                     consumer.writer.wait()  # the shards being finished: their results come next
                     continue
                 busy = any(run.decoding for run in consumer.runs)
