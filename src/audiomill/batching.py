@@ -19,7 +19,7 @@ import numpy as np
 class Piece:
     owner: Any  # whatever the caller needs to route the codes back
     window: int
-    samples: np.ndarray
+    samples: np.ndarray  # or a window's features (audiomill.features.Features): len() is samples either way
     bucket: int
 
 

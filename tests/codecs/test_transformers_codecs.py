@@ -52,7 +52,7 @@ def run_stage(codec, clips, window=0.0, overlap=0.0, batch_seconds=1000.0):
     stage = TokenizeStage(codec, window, overlap, batch_seconds)
     calls = []
     encode = stage.encode_tensors
-    stage.encode_tensors = lambda wav, lengths: calls.append(len(wav)) or encode(wav, lengths)
+    stage.encode_tensors = lambda wav, lengths: calls.append(len(lengths)) or encode(wav, lengths)
     pairs = [(Item(key=str(i), source="s", audio_file=f"{i}.wav", index=i), Audio(c, codec.sample_rate, 0, 1))
              for i, c in enumerate(clips)]
     records = {o.record["key"]: o.record for group in stage.run(iter(pairs)) for o in group}

@@ -29,6 +29,27 @@ def test_a_ring_gives_back_every_window_as_written_while_it_wraps():
     ring.close()
 
 
+def test_a_windows_features_of_several_types_and_shapes_go_through_the_ring():
+    from audiomill.features import Features
+
+    ring = WindowRing(1 << 16)
+    writer = RingWriter(ring.path, ring.size, 0)
+    rng = np.random.default_rng(2)
+    for _ in range(200):  # odd byte counts (int8, int32 shapes) keep every array's start aligned all the same
+        frames = int(rng.integers(1, 60))
+        window = Features(frames * 320, {"input_features": rng.standard_normal((1, frames, 7)).astype(np.float32),
+                                         "attention_mask": rng.integers(0, 2, (1, frames)).astype(np.int32),
+                                         "flags": rng.integers(0, 9, (1, frames)).astype(np.int8)})
+        sent = writer.put_window(window)
+        assert all(isinstance(place, tuple) for place in sent.arrays.values())
+        for name, place in sent.arrays.items():
+            got = ring.take(place)
+            assert got.dtype == window.arrays[name].dtype and np.array_equal(got, window.arrays[name])
+    large = Features(1, {"a": np.ones(ring.size // 8, np.float32), "b": np.ones(ring.size // 8, np.float32)})
+    assert writer.put_window(large) is large  # together over half the ring: in the message
+    ring.close()
+
+
 def _windows(pool: DecodePool, tickets: int) -> dict[int, list[np.ndarray]]:
     got: dict[int, list[np.ndarray]] = {t: [] for t in range(tickets)}
     done = 0

@@ -96,6 +96,12 @@ class Codec(Protocol):
     def decode(self, codes: list["torch.Tensor"]) -> "torch.Tensor":
         """Codes back to audio ``[B, T]``."""
 
+    # Optional: ``featurizer``, a picklable callable (see audiomill.features.ExtractorFeatures) that
+    # turns one clip's samples into the model's inputs, run in the decode processes; then
+    # ``encode_features(inputs, lengths)`` takes a batch of them, padded by audiomill.features.collate
+    # along ``featurizer.padding``, and returns what ``encode`` would.
+    # featurizer: ExtractorFeatures | None
+
     # Optional: names of per-clip outputs (BiCodec's "global_tokens") that ``encode`` returns
     # after the frame levels, ``[B, N]`` each; written as record fields of those names. A long
     # file's windows share the first window's.

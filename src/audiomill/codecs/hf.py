@@ -8,12 +8,15 @@ model's ``encode`` gives them for that clip alone.
 Batching (see :mod:`audiomill.codecs.masking`): DAC's encoder is convolutions only, and
 its padding is masked at every convolution; Mimi's and EnCodec 24 kHz's are causal, and
 each convolution is given past a clip's end the padding it would add to the clip alone
-(zeros, repeats, a reflection). With ``--batching padded`` their clips of any length batch,
-every code identical to each clip alone (by default, clips of one length). The others cannot
-be made blind to padding this way (EnCodec 48 kHz normalises each chunk and is not causal, Higgs' HuBERT and X-codec2's w2v-BERT attend to
-the padding, X-codec2 normalises its filter banks over each clip): they batch only with
-clips of exactly the same length -- the windows of a long file, mostly -- which keeps
-every code identical to the reference.
+(zeros, repeats, a reflection). So their clips of any length batch, every code identical to
+each clip alone. The others cannot be made blind to padding this way (EnCodec 48 kHz
+normalises each chunk and is not causal; Higgs' HuBERT and X-codec2's w2v-BERT attend to the
+padding): they batch only with clips of exactly the same length, which keeps every code
+identical to the reference, unless ``--batching padded`` asks for any lengths.
+
+X-codec2's filter banks (normalised over each clip) are computed in the decode processes
+(:attr:`TransformersCodec.featurizer`, see :mod:`audiomill.features`), each clip's from its
+own samples, padded as its feature extractor pads a batch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from audiomill.codecs import WEIGHT_FILES, CodecInfo
 from audiomill.codecs.masking import ConvMask, PaddingMask
 from audiomill.errors import UsageError
+from audiomill.features import ExtractorFeatures, model_inputs
 
 @dataclass(frozen=True)
 class Family:
@@ -339,6 +343,7 @@ class TransformersCodec:
         config = model.config
         self.sample_rate = int(getattr(config, "sampling_rate", None) or config.sample_rate)
         self.option = option
+        self.featurizer: ExtractorFeatures | None = None
         if self.family == "mimi":
             self.hop = int(config.frame_size)
             books = int(option or config.num_quantizers)
@@ -355,7 +360,11 @@ class TransformersCodec:
         elif self.family == "xcodec2":
             self.hop = int(config.hop_length)
             books = 1
-            self.extractor = extractor
+            # its filter banks are computed in the decode processes (see audiomill.features)
+            self.featurizer = ExtractorFeatures.of(
+                extractor, (("input_values", 2, 0.0), ("padding_mask", 1, 0), ("input_features", 1,
+                            float(extractor.padding_value)), ("input_features_mask", 1, 0)),
+                setup="audiomill.codecs.torchaudio_compat")
         else:
             self.hop = int(config.hop_length)
             books = int(config.n_codebooks)
@@ -410,9 +419,7 @@ class TransformersCodec:
     def encode(self, wav, lengths):
         """``wav [B, T]`` -> ``[codes [B, K, frames]]``, as the transformers model encodes each clip."""
         if self.family == "xcodec2":
-            inputs = self.extractor([clip.numpy() for clip in wav.cpu()], sampling_rate=self.sample_rate,
-                                    return_tensors="pt")
-            return [self.model.encode(**{k: v.to(self.device) for k, v in inputs.items()}).audio_codes]
+            return self.encode_features(model_inputs(self.featurizer, wav, lengths), lengths)
         x = wav.to(self.device)[:, None, :]
         if self.family == "dac":
             with self._masked(lengths):
@@ -427,6 +434,10 @@ class TransformersCodec:
         with self._masked(lengths):
             codes = self.model.encode(x, bandwidth=self.option).audio_codes  # [chunks, B, K, frames]
         return [codes.permute(1, 2, 0, 3).reshape(codes.shape[1], codes.shape[2], -1)]
+
+    def encode_features(self, inputs, lengths):
+        """X-codec2 on a batch of its features (from :attr:`featurizer`, padded by :func:`audiomill.features.collate`)."""
+        return [self.model.encode(**{k: v.to(self.device) for k, v in inputs.items()}).audio_codes]
 
     def _masked(self, lengths):
         """The batch's clips' lengths for the mask, if this model has one."""

@@ -16,7 +16,9 @@ audio, is not needed for codes and is skipped. The architecture's sizes come fro
 checkpoint's tensor shapes, so no config file is needed.
 
 The feature extractor normalises filter banks over each clip and w2v-BERT attends to
-all of it, so clips are batched only with clips of exactly the same length.
+all of it, so clips are batched only with clips of exactly the same length. The filter
+banks are computed in the decode processes (:attr:`MaskGCTSemantic.featurizer`, see
+:mod:`audiomill.features`), each clip's from its own samples.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 
 from audiomill.codecs import CodecInfo, find_file
 from audiomill.errors import UsageError, WeightsNotFound
+from audiomill.features import ExtractorFeatures, model_inputs
 
 SEMANTIC_MODEL = "w2v-bert-2.0"
 CODEC_WEIGHTS = os.path.join("semantic_codec", "model.safetensors")
@@ -215,7 +218,9 @@ class MaskGCTSemantic:
         if codec.encoder[0].embed.in_channels != hidden or mean.shape[-1] != hidden:
             raise UsageError(f"{name}: the semantic codec and statistics do not fit w2v-BERT's hidden size {hidden}")
         self.model = model.to(device).eval()
-        self.extractor = extractor
+        # (the extractor pads a batch's filter banks with its padding value, the mask with zeros)
+        self.featurizer = ExtractorFeatures.of(extractor, (("input_features", 1, float(extractor.padding_value)),
+                                                         ("attention_mask", 1, 0)))
         self.codec = codec.to(device).eval()
         self.mean, self.std = mean.to(device), std.to(device)
         self.cardinality = int(codec.quantizer.quantizers[0].codebook.weight.shape[0])
@@ -232,8 +237,10 @@ class MaskGCTSemantic:
         return [(fbank_frames + 1) // 2]
 
     def encode(self, wav, lengths):
-        inputs = self.extractor([clip.numpy() for clip in wav.cpu()], sampling_rate=self.sample_rate,
-                                return_tensors="pt")
+        return self.encode_features(model_inputs(self.featurizer, wav, lengths), lengths)
+
+    def encode_features(self, inputs, lengths):
+        """Codes of a batch of features (from :attr:`featurizer`, padded by :func:`audiomill.features.collate`)."""
         hidden = self.model(input_features=inputs["input_features"].to(self.device),
                             attention_mask=inputs["attention_mask"].to(self.device),
                             output_hidden_states=True).hidden_states[LAYER]

@@ -16,10 +16,16 @@ them out as it takes the message and moves the ring's read mark on; a decoder wa
 its ring is full. (Where there is no ``memfd``, or for a window over half a ring, the
 samples go in the message, pickled.)
 
+A view may carry a ``featurizer`` (see :mod:`audiomill.features`): the decoder then sends each
+window as the model's inputs, computed here from its samples, their arrays through the ring
+the same way. If they fail, the window goes as samples, for the stage to compute them (and
+fail, if it must, where its guard sees it).
+
 Messages to the consumer, tagged with the task's ticket:
 
 - ``("begin", worker, ticket)`` the worker took the task;
-- ``("window", ticket, view, window, samples, last, num_samples)`` one window of one view;
+- ``("window", ticket, view, window, samples, last, num_samples)`` one window of one view
+  (``samples``: a :class:`~audiomill.features.Features` where the view has a featurizer);
   ``num_samples`` (the file's length at the view's rate) is set on the view's last one;
 - ``("done", ticket)`` every window of every view has been sent;
 - ``("error", ticket, reason)`` the file cannot be used (after zero or more windows).
@@ -43,6 +49,7 @@ import numpy as np
 from audiomill.audio import ByteRange, Source, open_audio
 from audiomill.chunking import Windower
 from audiomill.errors import DecodeError
+from audiomill.features import Features
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class WindowPlan:
     window: int  # samples; 0 = never split
     overlap: int
     alignment: int
+    featurizer: Any = None  # a picklable callable, samples -> model inputs (see audiomill.features)
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,12 @@ class WindowRing:
         return f"/proc/{os.getpid()}/fd/{self.fd}"
 
     def take(self, place: tuple) -> np.ndarray:
-        """The samples at ``place`` (from :meth:`RingWriter.put`), copied out; the space is free again."""
-        _, _, offset, count, end = place
-        samples = np.frombuffer(self._map, np.float32, count, _HEADER + offset).copy()
+        """The array at ``place`` (from :meth:`RingWriter.put`), copied out; the space is free again."""
+        _, _, offset, end, dtype, shape = place
+        count = int(np.prod(shape))
+        array = np.frombuffer(self._map, np.dtype(dtype), count, _HEADER + offset).reshape(shape).copy()
         self._read[0] = end
-        return samples
+        return array
 
     def close(self) -> None:
         del self._read
@@ -120,21 +129,32 @@ class RingWriter:
         self._read = np.frombuffer(self._map, np.uint64, 1, 0)
         self._head = 0
 
-    def put(self, samples: np.ndarray) -> tuple | np.ndarray:
-        """Write ``samples`` into the ring (waiting for room); where they are. A window too large
-        for the ring, or not float32, is returned to go in the message as it is."""
-        if samples.dtype != np.float32 or samples.nbytes > self.size // 2:
-            return samples
+    def put(self, array: np.ndarray) -> tuple | np.ndarray:
+        """Write ``array`` (samples, or one of a window's features) into the ring, waiting for room;
+        where it is. One too large for the ring, empty, or not of numbers, is returned to go in the
+        message as it is."""
+        if array.dtype.kind not in "fiub" or not 0 < array.nbytes <= self.size // 2:
+            return array
+        span = -(-array.nbytes // 8) * 8  # every array starts 8-byte aligned
         offset = self._head % self.size
-        if offset + samples.nbytes > self.size:  # it would not fit before the end: start again at 0
+        if offset + span > self.size:  # it would not fit before the end: start again at 0
             self._head += self.size - offset
             offset = 0
-        end = self._head + samples.nbytes
+        end = self._head + span
         while end - int(self._read[0]) > self.size:
             time.sleep(0.0005)  # the pool has not read far enough yet
-        np.frombuffer(self._map, np.float32, len(samples), _HEADER + offset)[:] = samples
+        np.frombuffer(self._map, array.dtype, array.size, _HEADER + offset).reshape(array.shape)[...] = array
         self._head = end
-        return ("ring", self.generation, offset, len(samples), end)
+        return ("ring", self.generation, offset, end, array.dtype.str, array.shape)
+
+    def put_window(self, window: np.ndarray | Features) -> tuple | np.ndarray | Features:
+        """:meth:`put` for a window: its samples, or each of its features' arrays (all in the message
+        if together they would fill over half the ring, which they wait in until the message goes)."""
+        if isinstance(window, Features):
+            if sum(a.nbytes for a in window.arrays.values()) > self.size // 2:
+                return window
+            return Features(window.num_samples, {name: self.put(a) for name, a in window.arrays.items()})
+        return self.put(window)
 
 
 def decode_task(task: Task, plans: list[WindowPlan], send) -> None:
@@ -150,17 +170,27 @@ def decode_task(task: Task, plans: list[WindowPlan], send) -> None:
                 block = blocks[rates.index(plan.sample_rate)]
                 if len(block):
                     for window, samples in windower.push(block):
-                        send(("window", task.ticket, view, window, samples, False, 0))
-        for view, windower in zip(task.views, windowers):
+                        send(("window", task.ticket, view, window, _shown(plan, samples), False, 0))
+        for view, plan, windower in zip(task.views, views, windowers):
             cuts = list(windower.finish())
             for number, (window, samples) in enumerate(cuts):
                 last = number == len(cuts) - 1
-                send(("window", task.ticket, view, window, samples, last, windower.total if last else 0))
+                send(("window", task.ticket, view, window, _shown(plan, samples), last, windower.total if last else 0))
         send(("done", task.ticket))
     except DecodeError as exc:
         send(("error", task.ticket, str(exc)))
     except Exception as exc:  # a decoder bug must not end the shard
         send(("error", task.ticket, f"decoding failed: {type(exc).__name__}: {exc}"))
+
+
+def _shown(plan: WindowPlan, samples: np.ndarray) -> np.ndarray | Features:
+    """A window as its view wants it: its samples, or the model inputs computed from them."""
+    if plan.featurizer is None:
+        return samples
+    try:
+        return Features(len(samples), plan.featurizer(samples))
+    except Exception:  # the stage computes them again and reports what is wrong (see the module docstring)
+        return samples
 
 
 def _trace(task: Task) -> None:
@@ -181,6 +211,10 @@ def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results, ring: tu
 
     die_with_parent()
     quiet_native_stderr()
+    if any(plan.featurizer is not None for plan in plans):
+        import torch  # (an extractor's tensors) one thread a decoder: the decoders share the cores
+
+        torch.set_num_threads(1)
     send = results.send
     try:
         writer = RingWriter(*ring) if ring is not None else None
@@ -190,7 +224,7 @@ def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results, ring: tu
 
         def send(message: tuple) -> None:
             if message[0] == "window":
-                message = message[:4] + (writer.put(message[4]),) + message[5:]
+                message = message[:4] + (writer.put_window(message[4]),) + message[5:]
             results.send(message)
 
     while True:
@@ -273,9 +307,8 @@ class DecodePool:
             message = conn.recv()
         except (EOFError, OSError):  # its decoder is dead, and everything it sent is read
             return self._reap(worker)
-        if message[0] == "window" and isinstance(message[4], tuple):
-            message = message[:4] + (self._rings[message[4][1]].take(message[4]),) + message[5:]
-            self.shared_windows += 1
+        if message[0] == "window" and isinstance(message[4], (tuple, Features)):
+            message = message[:4] + (self._taken(message[4]),) + message[5:]
         elif message[0] == "begin":
             self.current[message[1]] = message[2]
         elif message[0] in ("done", "error"):
@@ -285,6 +318,19 @@ class DecodePool:
                 self._given[worker] = [t for t in self._given[worker] if t.ticket != message[1]]
                 self._room.notify_all()
         return message
+
+    def _taken(self, window: tuple | Features) -> np.ndarray | Features:
+        """A window whose arrays are in a ring (a place, or features holding places), copied out."""
+        if isinstance(window, Features):
+            places = {name: a for name, a in window.arrays.items() if isinstance(a, tuple)}
+            if not places:
+                return window
+            arrays = {name: self._rings[a[1]].take(a) if name in places else a for name, a in window.arrays.items()}
+            window = Features(window.num_samples, arrays)
+        else:
+            window = self._rings[window[1]].take(window)
+        self.shared_windows += 1
+        return window
 
     def _reap(self, worker: int) -> tuple | None:
         """A decoder died (its result pipe ended): start another; its file is an error."""

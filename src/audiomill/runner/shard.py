@@ -134,7 +134,8 @@ class ShardProcessor:
         views: list[WindowPlan] = []
         for output in self.outputs:
             stage = output.stage
-            view = WindowPlan(stage.sample_rate, stage.window, stage.overlap, stage.alignment)
+            view = WindowPlan(stage.sample_rate, stage.window, stage.overlap, stage.alignment,
+                              getattr(stage, "featurizer", None))
             if view not in views:
                 views.append(view)
             output.view = views.index(view)

@@ -15,7 +15,10 @@ memory, non-blocking copies), so the accelerator does not wait on Python between
 
 A subclass supplies the model call (:meth:`model`), how a batch's outputs split per clip
 (:meth:`unbatch`), how a long file's window results join (:meth:`join`) and what a file's
-joined result becomes (:meth:`finish`).
+joined result becomes (:meth:`finish`). A model that takes features rather than samples sets
+:attr:`BatchedModelStage.featurizer` (see :mod:`audiomill.features`): the decoders compute them,
+and a window then comes as :class:`~audiomill.features.Features`, which this class pads into
+a batch but never cuts (one longer than a batch runs alone, whole).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 from audiomill.batching import DurationBatcher, Piece
 from audiomill.chunking import Window, plan_windows
 from audiomill.errors import UsageError
+from audiomill.features import Features, collate
 from audiomill.items import Item
 from audiomill.stages import FailureGuard, FileOutput
 
@@ -160,6 +164,8 @@ class BatchedModelStage:
 
     name = "model"
     fields: dict[str, str] = {}
+    # a picklable callable, samples -> the model's inputs, run in the decode processes (see audiomill.features)
+    featurizer: Any = None
 
     def __init__(self, sample_rate: int, alignment: int, window_seconds: float, overlap_seconds: float,
                  batch_seconds: float, device: str = "cpu", precision: str = "fp32", compile: bool = False,
@@ -291,6 +297,8 @@ class BatchedModelStage:
         return self._run(job) if isinstance(job, list) else self._run_oversized(job)
 
     def _run_oversized(self, piece: Piece) -> list[FileOutput]:
+        if isinstance(piece.samples, Features):  # features cannot be cut into shorter windows
+            return self._submit(lambda: self._run_splitting([piece]))
         longest = self.batcher.max_samples
         return self._submit(lambda: [(piece, self._run_windowed(piece.samples, longest))])
 
@@ -411,8 +419,11 @@ class BatchedModelStage:
             log.warning("out of memory on %.1f s of audio: batches are now at most %.1f s",
                         size / self.sample_rate, self.batcher.max_samples / self.sample_rate)
 
-    def _run_shorter(self, samples: np.ndarray) -> Any:
+    def _run_shorter(self, samples: np.ndarray | Features) -> Any:
         """One window that does not fit: run it in overlapping windows half as long, and join."""
+        if isinstance(samples, Features):
+            return Failed(f"out of memory on one {len(samples) / self.sample_rate:.1f} s window (its features "
+                          f"cannot be cut: a shorter --chunk-seconds would fit)")
         window = len(samples) // 2 // self.alignment * self.alignment
         if window < max(2 * self.alignment, self.sample_rate):
             return Failed(f"out of memory even on {len(samples) / self.sample_rate:.1f} s of audio")
@@ -445,11 +456,21 @@ class BatchedModelStage:
         """Run clips of one bucket in one call; per clip, its result."""
         return self._run_prepared(clips, self.prepare(clips))
 
-    def prepare(self, clips: list[np.ndarray]) -> tuple:
+    def prepare(self, clips: list[np.ndarray | Features]) -> tuple:
         """The batch as the model takes it (``wav [B, T]``, ``lengths [B]``), zero-padded (clips of a
-        batch share a bucket: the model pads the rest itself), already on its way to the device."""
+        batch share a bucket: the model pads the rest itself), already on its way to the device. A
+        model of a :attr:`featurizer`: its features (of each clip that came as samples, computed here), padded
+        into a batch, a dict of tensors in place of ``wav``."""
         import torch
 
+        if self.featurizer is not None:
+            lengths = torch.tensor([len(c) for c in clips])
+            shown = [c if isinstance(c, Features) else Features(len(c), self.featurizer(c)) for c in clips]
+            inputs = {name: torch.from_numpy(array) for name, array in collate(shown, self.featurizer.padding).items()}
+            if self.device.type == "cuda":
+                inputs = {name: t.pin_memory().to(self.device, non_blocking=True) for name, t in inputs.items()}
+                lengths = lengths.to(self.device, non_blocking=True)
+            return inputs, lengths
         wav = np.zeros((len(clips), max(len(c) for c in clips)), dtype=np.float32)
         for row, clip in enumerate(clips):
             wav[row, : len(clip)] = clip
@@ -466,7 +487,7 @@ class BatchedModelStage:
 
         if self._inject is not None:
             what, limit = self._inject
-            size = len(tensor) if what == "clips" else tensor.numel()
+            size = len(lengths) if what == "clips" else len(lengths) * int(lengths.max())  # padded samples
             if size > limit:
                 raise InjectedOutOfMemory(f"CUDA out of memory (injected by {INJECT_OOM_ENV}: {what} {size} > {limit})")
         autocast = (torch.autocast(self.device.type, dtype=self._autocast) if self._autocast is not None
@@ -476,6 +497,6 @@ class BatchedModelStage:
 
     def _run_prepared(self, clips: list[np.ndarray], prepared: tuple) -> list[Any]:
         results = self.unbatch(clips, self.encode_tensors(*prepared))
-        self.counts.add(clips, prepared[0].shape[-1])
+        self.counts.add(clips, max(len(c) for c in clips))
         self._heap.tidy()  # the batch's activations and outputs are freed by now
         return results

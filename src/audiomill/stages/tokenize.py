@@ -180,12 +180,15 @@ class TokenizeStage(BatchedModelStage):
         self.any_lengths = batching == "padded" or codec.batching == "masked"
         self.masked = codec.batching == "masked"
         self.name = codec.name
+        self.featurizer = getattr(codec, "featurizer", None)  # computed in the decoders, where the codec has them
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
         self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
         super().__init__(codec.sample_rate, codec.alignment, window_seconds, overlap_seconds, batch_seconds,
                          getattr(codec, "device", "cpu"), precision, compile, pipeline, max_padding)
 
     def model(self, tensor, lengths) -> list:
+        if isinstance(tensor, dict):  # a batch of the codec's features
+            return self.codec.encode_features(tensor, lengths)
         return self.codec.encode(tensor, lengths)
 
     def batch_key(self, num_samples: int) -> int:
