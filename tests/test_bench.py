@@ -35,3 +35,13 @@ def test_bench_json_reports_every_figure_and_consistent_ratios(tmp_path):
     # the end-to-end run wrote real records for the whole corpus
     records = sum(1 for path in (tmp_path / "tokens").glob("*.jsonl") for _ in open(path))
     assert records == figures["corpus_files"]
+
+
+def test_bench_stage_vad_reports_its_ceilings_and_end_to_end(tmp_path):
+    result = run_audiomill("bench", "--stage", "vad", "--corpus-seconds", "40", "--longest-seconds", "20", "--json",
+                           "--work-dir", str(tmp_path), check=True)
+    figures = json.loads(result.stdout)
+    for name in ("vad_ceiling", "decode_ceiling", "ceiling", "end_to_end", "peak_rss_mb"):
+        assert figures[name] > 0, name
+    assert figures["ceiling"] == min(figures["vad_ceiling"], figures["decode_ceiling"])
+    assert figures["corpus_audio_seconds"] >= 40 and figures["backend"] == "silero"

@@ -57,6 +57,8 @@ class BenchConfig:
     naive: bool = True
     work_dir: str | None = None
     json: bool = False
+    stage: str = "tokenize"  # or "vad": the VAD ceiling, the decode ceiling and end to end
+    backend: str = "silero"  # --stage vad
 
 
 # -- the corpus ---------------------------------------------------------------------------------
@@ -129,13 +131,61 @@ class Bench:
             if self.owns_work:
                 shutil.rmtree(self.work, ignore_errors=True)
 
+    def _shards(self):
+        from audiomill.sources.discover import discover_shards
+
+        cfg = self.cfg
+        if cfg.corpus:
+            return discover_shards(cfg.corpus, files_per_shard=1000)
+        log.info("bench: making %.0f s of speech (longest file %.0f s)", cfg.corpus_seconds, cfg.longest_seconds)
+        paths = make_corpus(os.path.join(self.work, "corpus"), cfg.corpus_seconds, cfg.longest_seconds)
+        return discover_shards(paths, files_per_shard=1000)
+
+    def _run_vad(self) -> dict[str, Any]:
+        """``--stage vad``: the backend on pre-decoded windows (one thread, as a worker runs it), the
+        decoders alone, and ``audiomill vad`` end to end; VAD and decoding run side by side on the cores,
+        so the ceiling is the lower of the two."""
+        from audiomill.runner.local import default_decode_workers
+        from audiomill.stages.vad import VadSettings, VadStage
+
+        cfg = self.cfg
+        stage = VadStage(VadSettings(backend=cfg.backend))
+        shards = self._shards()
+        workers = cfg.decode_workers or default_decode_workers("cpu", 1)
+        end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
+        decode, windows = self._decode_ceiling(stage, shards, workers)
+        vad = self._vad_ceiling(stage, windows)
+        ceiling = min(vad, decode)
+        return {"stage": "vad", "backend": cfg.backend, "device": _device_name("cpu"), "cpu_cores": os.cpu_count(),
+                "decode_workers": workers, "corpus_files": len(windows), "corpus_audio_seconds": round(audio_seconds, 1),
+                "vad_ceiling": round(vad, 2), "decode_ceiling": round(decode, 2), "ceiling": round(ceiling, 2),
+                "end_to_end": round(end_to_end, 2), "end_to_end_over_ceiling": round(end_to_end / ceiling, 3),
+                "peak_rss_mb": round(rss, 1), "decoder_peak_rss_mb": round(decoder_rss, 1),
+                "date": time.strftime("%Y-%m-%d")}
+
+    @staticmethod
+    def _vad_ceiling(stage, windows: dict[int, list[np.ndarray]]) -> float:
+        from audiomill.vad import Levels, segments
+
+        samples = sum(len(w) for pieces in windows.values() for w in pieces)
+        started = time.perf_counter()
+        for pieces in windows.values():
+            stream, levels = stage.backend.stream(), Levels()
+            for window in pieces:
+                stream.push(window)
+                levels.push(window)
+            probs, _ = stream.finish()
+            segments(probs, stage.backend.hop, sum(len(w) for w in pieces), stage.options, levels.finish())
+        return samples / stage.sample_rate / (time.perf_counter() - started)
+
     def _run(self) -> dict[str, Any]:
+        if self.cfg.stage == "vad":
+            return self._run_vad()
         import torch
 
         from audiomill.codecs import codec_info, load_codec, resolve_weights
         from audiomill.runner.local import default_decode_workers, limit_kernel_cache, parse_devices
         from audiomill.stages.budget import CPU_BATCH_SECONDS, batch_budget
-        from audiomill.sources.discover import discover_shards
 
         cfg = self.cfg
         info = codec_info(cfg.codec)
@@ -152,12 +202,7 @@ class Bench:
         else:
             weights = None
             weights_label = "full-size random weights"
-        if cfg.corpus:
-            shards = discover_shards(cfg.corpus, files_per_shard=1000)
-        else:
-            log.info("bench: making %.0f s of speech (longest file %.0f s)", cfg.corpus_seconds, cfg.longest_seconds)
-            paths = make_corpus(os.path.join(self.work, "corpus"), cfg.corpus_seconds, cfg.longest_seconds)
-            shards = discover_shards(paths, files_per_shard=1000)
+        shards = self._shards()
         workers = cfg.decode_workers or default_decode_workers(device, 1)
         codec = load_codec(cfg.codec, weights, device)
         stage = self._stage(codec, cfg.batch_seconds or CPU_BATCH_SECONDS, cfg.precision, cfg.compile)
@@ -251,8 +296,8 @@ class Bench:
         from audiomill.runner.decode import DecodePool, Task, WindowPlan, task_source
         from audiomill.sources import read_shard
 
-        codec = stage.codec
-        plan = WindowPlan(codec.sample_rate, stage.window, stage.overlap, codec.alignment)
+        plan = WindowPlan(stage.sample_rate, stage.window, stage.overlap, stage.alignment,
+                          getattr(stage, "featurizer", None))
         started = time.perf_counter()
         pool = DecodePool(workers, [plan])
         windows: dict[int, list[np.ndarray]] = {}
@@ -290,7 +335,7 @@ class Bench:
             elapsed = time.perf_counter() - started
         finally:
             pool.close()
-        return total / codec.sample_rate / elapsed, windows
+        return total / stage.sample_rate / elapsed, windows
 
     def _batches(self, stage, windows: dict[int, list[np.ndarray]], exact: bool = False,
                  key=None) -> list[list[np.ndarray]]:
@@ -430,6 +475,19 @@ def _device_name(device: str) -> str:
     return f"cpu ({model or platform.processor() or 'unknown'})"
 
 
+def format_vad_report(result: dict[str, Any]) -> str:
+    return "\n".join([
+        f"audiomill bench --stage vad: {result['backend']} on {result['device']}, {result['corpus_files']} files, "
+        f"{result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
+        f"  decode workers {result['decode_workers']}, one VAD worker", "",
+        f"  {'':<16}{'audio s / wall s':>18}",
+        f"  {'VAD ceiling':<16}{result['vad_ceiling']:>18.1f}",
+        f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
+        f"  {'end to end':<16}{result['end_to_end']:>18.1f}", "",
+        f"  end to end / min(VAD, decode)  {result['end_to_end_over_ceiling']:.2f}",
+        f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB"])
+
+
 def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"audiomill bench: {result['codec']} ({result['weights']}) on {result['device']}, "
@@ -471,6 +529,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 def run_bench(cfg: BenchConfig) -> int:
     result = Bench(cfg).run()
-    print(json.dumps(result) if cfg.json else format_report(result))
+    report = format_vad_report if result.get("stage") == "vad" else format_report
+    print(json.dumps(result) if cfg.json else report(result))
     return 0
 

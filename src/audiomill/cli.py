@@ -195,25 +195,75 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
+def _add_run_flags(parser: argparse.ArgumentParser, inputs: str, out_required: bool = True,
+                   devices: str = "auto") -> None:
+    """The flags of every command that runs stages over inputs (tokenize, vad, run)."""
+    parser.add_argument("inputs", nargs=inputs, metavar="INPUT",
+                        help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests "
+                             "(audiomill vad's among them), or globs")
+    parser.add_argument("--out", "-o", required=out_required, help="output folder (created if missing)")
+    parser.add_argument("--format", default="jsonl", choices=("jsonl", "jsonl.gz", "parquet"),
+                        help="output format of each shard: JSON Lines, gzipped JSON Lines, or Parquet (zstd; needs "
+                             "pyarrow). Error records are JSON Lines in every format")
+    parser.add_argument("--devices", default=devices,
+                        help="'auto'/'all' (one worker per visible GPU, else one CPU worker), 'cpu', 'cpu:N' "
+                             "(N CPU workers), or GPU indices such as '0,1,3'")
+    parser.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
+                        help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
+                             "most 8; one per two cores for a CPU worker)")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="try the files recorded in *.errors.jsonl again")
+    _add_selection(parser)
+    parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                        help="a live bar on a terminal, periodic log lines otherwise (auto), or as chosen")
+    parser.add_argument("--log-interval", type=_positive(float), default=30.0, metavar="S",
+                        help="seconds between progress lines in log mode")
+    parser.add_argument("--log-file", default=None, metavar="FILE", help="also write the log to FILE")
+
+
+def _add_vad_flags(parser: argparse.ArgumentParser) -> None:
+    from audiomill.vad import VadOptions
+
+    group = parser.add_argument_group("voice activity")
+    group.add_argument("--backend", choices=("silero", "ten-vad"), default="silero",
+                       help="silero (silero-vad's ONNX model, audiomill[vad]) or ten-vad (audiomill[ten-vad], "
+                            "needs Debian's libc++1; its licence has extra conditions, see the README)")
+    group.add_argument("--threshold", type=_positive(float), default=VadOptions.threshold, metavar="P",
+                       help="speech probability at which speech starts")
+    group.add_argument("--neg-threshold", type=_positive(float), default=None, metavar="P",
+                       help="probability below which speech may end (default: threshold - 0.15)")
+    group.add_argument("--min-speech", type=_non_negative(float), default=VadOptions.min_speech, metavar="S",
+                       help="shorter speech segments are dropped")
+    group.add_argument("--min-silence", type=_non_negative(float), default=VadOptions.min_silence, metavar="S",
+                       help="shorter pauses do not end a segment")
+    group.add_argument("--speech-pad", type=_non_negative(float), default=VadOptions.speech_pad, metavar="S",
+                       help="seconds added before and after each segment (halfway, where two would meet)")
+    group.add_argument("--hop", type=int, choices=(160, 256, 512), default=256,
+                       help="ten-vad: samples per frame at 16 kHz (silero's frames are 512)")
+    group.add_argument("--segment", default=None, metavar="MIN:MAX",
+                       help="a record per segment of MIN to MAX seconds instead of per file, cut at pauses (a "
+                            "stretch of speech longer than MAX at its quietest point), with offset and duration: "
+                            "the manifest then lists segments, which tokenize reads without re-encoding audio")
+    group.add_argument("--min-speech-ratio", type=_non_negative(float), default=0.0, metavar="SHARE",
+                       help="files (segments) with a smaller share of speech frames are marked dropped, with "
+                            "the reason; they stay in the records and the CSV, not in the manifest")
+    group.add_argument("--min-duration", type=_non_negative(float), default=0.0, metavar="S",
+                       help="shorter files (segments) are marked dropped")
+    group.add_argument("--max-duration", type=_non_negative(float), default=0.0, metavar="S",
+                       help="longer files (segments) are marked dropped (0: no limit)")
+
+
 def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required: bool = True,
                         config: bool = True) -> None:
-    tok.add_argument("inputs", nargs=inputs, metavar="INPUT",
-                     help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests, or globs")
-    tok.add_argument("--out", "-o", required=out_required, help="output folder (created if missing)")
+    _add_run_flags(tok, inputs, out_required)
     tok.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
     tok.add_argument("--codec-option", action="append", default=[], metavar="KEY=VALUE", dest="codec_option",
                      help="a setting of the codec, e.g. bandwidth=6 (EnCodec) or num_quantizers=8 (Mimi); "
                           "repeatable; see 'audiomill codecs'")
     tok.add_argument("--model-path", default=None, metavar="DIR",
                      help="local folder with the codec's config.json and weights; otherwise the Hugging Face cache/hub")
-    tok.add_argument("--format", default="jsonl", choices=("jsonl", "jsonl.gz", "parquet"),
-                     help="output format of each shard: JSON Lines, gzipped JSON Lines, or Parquet (zstd; needs "
-                          "pyarrow). Error records are JSON Lines in every format")
     tok.add_argument("--random-weights", action="store_true",
                      help="use randomly initialised weights (seeded): for tests and benchmarks, codes are meaningless")
-    tok.add_argument("--devices", default="auto",
-                     help="'auto'/'all' (one worker per visible GPU, else one CPU worker), 'cpu', 'cpu:N' "
-                          "(N CPU workers), or GPU indices such as '0,1,3'")
     tok.add_argument("--chunk-seconds", type=_non_negative(float), default=60.0, metavar="S",
                      help="files longer than this are encoded in windows of this length (0: never chunk)")
     tok.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
@@ -232,18 +282,7 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required:
                           "the others only clips of one length; padded: "
                           "clips of any length batch for every codec, so for the others codes near a clip's end "
                           "may differ (measure the share with 'audiomill bench --batching padded')")
-    tok.add_argument("--decode-workers", type=_non_negative(int), default=0, metavar="N",
-                     help="decoding processes per worker (0: a GPU worker's share of the cores minus one, at "
-                          "most 8; one per two cores for a CPU worker)")
     _add_speed(tok)
-    tok.add_argument("--retry-errors", action="store_true",
-                     help="try the files recorded in *.errors.jsonl again")
-    _add_selection(tok)
-    tok.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
-                     help="a live bar on a terminal, periodic log lines otherwise (auto), or as chosen")
-    tok.add_argument("--log-interval", type=_positive(float), default=30.0, metavar="S",
-                     help="seconds between progress lines in log mode")
-    tok.add_argument("--log-file", default=None, metavar="FILE", help="also write the log to FILE")
     if config:
         _add_config(tok)
 
@@ -310,6 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenize_flags(tok, inputs="+")
     _add_executors(tok)
     tok.set_defaults(func=cmd_tokenize)
+
+    vad = commands.add_parser(
+        "vad", formatter_class=_Formatter, help="speech segments and statistics of every file, and a manifest",
+        description=(
+            "Find the speech in every audio file of the inputs. Per input shard, one record per file in\n"
+            "--out (its duration, speech_segments [[start, end], ...] and AMELA's statistics, in seconds);\n"
+            "then, from every finished shard, <out>/vad.csv (AMELA's columns) and <out>/manifest.jsonl (a\n"
+            "NeMo manifest, which 'audiomill tokenize' and 'run' take as input). VAD runs on CPU workers:\n"
+            "--devices cpu:N runs N. Run the same command again after a kill: it resumes."
+        ),
+        epilog=EXIT_CODES,
+    )
+    _add_run_flags(vad, inputs="+", devices="cpu")
+    _add_vad_flags(vad)
+    _add_config(vad)
+    _add_executors(vad)
+    vad.set_defaults(func=cmd_vad)
 
     pipe = commands.add_parser(
         "run", formatter_class=_Formatter, help="run several stages over one decode, from a TOML file",
@@ -395,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
             "WAV 16 kHz) from 1 s to --longest-seconds are made first."
         ),
     )
+    be.add_argument("--stage", choices=("tokenize", "vad"), default="tokenize",
+                    help="tokenize: a codec (the flags below); vad: the VAD ceiling (the backend on pre-decoded "
+                         "audio, one thread), the decode ceiling and 'audiomill vad' end to end")
+    be.add_argument("--backend", choices=("silero", "ten-vad"), default="silero", help="--stage vad: the backend")
     be.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
     be.add_argument("--model-path", default=None, metavar="DIR",
                     help="local folder with the codec's weights (default: full-size random weights)")
@@ -504,6 +564,14 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     from audiomill.run import run
 
     return run(_config_from_args(args), _slurm_from_args(args))
+
+
+def cmd_vad(args: argparse.Namespace) -> int:
+    from audiomill.run import run
+
+    cfg = _config_from_args(args)
+    cfg.command = "vad"
+    return run(cfg, _slurm_from_args(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -21,6 +21,10 @@ OUTPUT_FIELDS = ("files_per_shard", "format", "extensions")
 TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
                    "batch_seconds", "max_padding", "batching", "precision", "compile")
 
+# The flags of a vad stage (audiomill vad).
+VAD_FIELDS = ("backend", "threshold", "neg_threshold", "min_speech", "min_silence", "speech_pad", "hop", "segment",
+              "min_speech_ratio", "min_duration", "max_duration")
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -53,6 +57,18 @@ class RunConfig:
     executor: str = "local"  # local | slurm | ray
     address: str | None = None  # --executor ray: the cluster (None: one on this machine)
     ray_workers: int = 0  # --executor ray: tasks (0: one per GPU of the cluster, else per CPU worker)
+    command: str = "tokenize"  # the one-stage command (tokenize, vad) when there are no [[stage]] tables
+    backend: str = "silero"  # audiomill vad's flags (see stages.vad)
+    threshold: float = 0.5
+    neg_threshold: float | None = None
+    min_speech: float = 0.25
+    min_silence: float = 0.1
+    speech_pad: float = 0.03
+    hop: int = 256
+    segment: str | None = None
+    min_speech_ratio: float = 0.0
+    min_duration: float = 0.0
+    max_duration: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)  # [[stage]] tables of a pipeline file
     # what the plan froze: per stage its output group, kind and checked settings (see runner.plan)
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -67,6 +83,8 @@ class RunConfig:
 
     def stage_specs(self) -> list[dict[str, Any]]:
         """Per stage: ``{"group", "kind", "settings"}``, before any check (see runner.plan.prepare)."""
+        if not self.stages and self.command == "vad":
+            return [{"group": "", "kind": "vad", "settings": {k: getattr(self, k) for k in VAD_FIELDS}}]
         if not self.stages:
             return [{"group": "", "kind": "tokenize", "settings": {k: getattr(self, k) for k in TOKENIZE_FIELDS}}]
         specs = []

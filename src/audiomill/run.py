@@ -63,6 +63,7 @@ def run(cfg: RunConfig, slurm=None) -> int:
             return EXIT_FATAL
         finally:
             progress.close()
+    _after_run(cfg)
     if stop.is_set():
         log.warning("stopped by %s: every file written is kept; run the same command again to resume",
                     signal.Signals(stop.signal).name if stop.signal else "a signal")
@@ -98,6 +99,20 @@ def run(cfg: RunConfig, slurm=None) -> int:
     if complete < len(shards):
         return EXIT_INCOMPLETE
     return EXIT_FILE_ERRORS if errors else EXIT_OK
+
+
+def _after_run(cfg: RunConfig) -> None:
+    """What a stage kind makes of a run's complete shards once it ends (vad: its CSV and manifest)."""
+    from audiomill.stages import stage_class
+
+    folder = OutputFolder(cfg.out)
+    for output in cfg.outputs:
+        hook = getattr(stage_class(output["kind"]), "after_run", None)
+        if hook is not None:
+            try:
+                hook(folder, output["group"])
+            except OSError as exc:  # the shards are written; only the summary is not
+                log.error("could not write %s's summary files: %s", output["group"] or output["kind"], exc)
 
 
 class _LogFile(logging.FileHandler):
@@ -162,6 +177,7 @@ def _launch_cluster(cfg: RunConfig, shards: list[Shard], slurm) -> int:
         raise UsageError(f"--executor {cfg.executor}: expected local, slurm or ray")
     if outcome == "submitted" and cfg.executor == "slurm":
         return EXIT_OK
+    _after_run(cfg)
     folder = OutputFolder(cfg.out)
     summary = totals(collect(folder, shards, False))
     log.info("%d/%d shards complete, %d failed, %d file errors", summary.get("complete", 0), summary["shards"],

@@ -32,7 +32,7 @@ from audiomill.items import Item
 
 log = logging.getLogger(__name__)
 
-KINDS = {"tokenize": "audiomill.stages.tokenize:TokenizeStage"}
+KINDS = {"tokenize": "audiomill.stages.tokenize:TokenizeStage", "vad": "audiomill.stages.vad:VadStage"}
 
 
 
@@ -64,6 +64,8 @@ class Stage(Protocol):
     overlap: int
     alignment: int  # window starts are multiples of this
     fields: dict[str, str]  # record fields and their types
+    # optional: ``featurizer``, a picklable callable the decoders run on each window (samples -> the
+    # model's inputs, see audiomill.features); its windows then come as Features
 
     def begin(self, ticket: int, item: Item) -> Any:
         """A file's state: passed back with each of its windows."""

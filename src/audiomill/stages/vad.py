@@ -1,0 +1,295 @@
+"""The vad stage: 16 kHz windows in, one record per file of its speech segments and AMELA's statistics.
+
+Each file's windows go through the backend as they come (its state kept per file, so a long
+file is never whole in memory); its last window gives the record::
+
+    {"key", "tar_file", "audio_file", "backend", "duration", "speech_segments": [[start, end], ...],
+     "max-spoken", "min-spoken", "avg-spoken", "max-nospch", "min-nospch", "avg-nospch",
+     "spch-ratio", "splits", <metadata>}
+
+all in seconds (see :mod:`audiomill.vad`). VAD has no GPU part: a run of it uses CPU workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from audiomill.chunking import Window
+from audiomill.errors import UsageError
+from audiomill.items import Item
+from audiomill.stages import FailureGuard, FileOutput, with_meta
+from audiomill.vad import (BACKENDS, RATE, Backend, Levels, VadOptions, amela_record, amela_statistics,
+                           plan_segments, segments)
+
+WINDOW = 1024 * 512  # samples a window: a whole number of frames for every backend (32.8 s)
+STATISTICS = ("max-spoken", "min-spoken", "avg-spoken", "max-nospch", "min-nospch", "avg-nospch", "spch-ratio")
+FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string", "backend": "string",
+          "duration": "float64", "speech_segments": "list<list<float64>>",
+          **{name: "float64" for name in STATISTICS}, "splits": "list<float64>", "dropped": "string"}
+SEGMENT_FIELDS = {**FIELDS, "source_key": "string", "offset": "float64"}
+
+
+@dataclass
+class VadSettings:
+    """A vad stage's settings: the flags of ``audiomill vad``."""
+
+    backend: str = "silero"
+    threshold: float = 0.5
+    neg_threshold: float | None = None
+    min_speech: float = 0.25
+    min_silence: float = 0.1
+    speech_pad: float = 0.03
+    hop: int = 256  # ten-vad's frame (silero's is 512)
+    segment: str | None = None  # "MIN:MAX": a record per segment of MIN to MAX seconds, cut at pauses
+    min_speech_ratio: float = 0.0  # files (or segments) with less speech are dropped, with the reason
+    min_duration: float = 0.0
+    max_duration: float = 0.0  # 0: no limit
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VadSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UsageError(f"a vad stage has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(names))}")
+        cfg = cls(**data)
+        if cfg.backend not in BACKENDS:
+            raise UsageError(f"--backend {cfg.backend}: expected one of {', '.join(BACKENDS)}")
+        for name in ("threshold", "neg_threshold"):
+            value = getattr(cfg, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.0 < value < 1.0):
+                raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a probability between 0 and 1")
+        cfg.segment_range()  # checked now
+        for name in ("min_speech", "min_silence", "speech_pad", "min_speech_ratio", "min_duration", "max_duration"):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected seconds >= 0")
+        return cfg
+
+    def segment_range(self) -> tuple[float, float] | None:
+        if self.segment in (None, ""):
+            return None
+        low, sep, high = str(self.segment).partition(":")
+        try:
+            shortest, longest = float(low), float(high)
+        except ValueError:
+            shortest = longest = -1.0
+        if not sep or not 0 <= shortest < longest:
+            raise UsageError(f"--segment {self.segment}: expected MIN:MAX in seconds, MIN < MAX, e.g. 3:30")
+        return shortest, longest
+
+    def dropped(self, duration: float, ratio: float) -> str | None:
+        """Why a file (or segment) of this length and speech share is left out, if it is."""
+        if ratio < self.min_speech_ratio:
+            return f"speech ratio {ratio:.3f} under --min-speech-ratio {self.min_speech_ratio:g}"
+        if duration < self.min_duration:
+            return f"{duration:.2f} s, under --min-duration {self.min_duration:g}"
+        if self.max_duration and duration > self.max_duration:
+            return f"{duration:.2f} s, over --max-duration {self.max_duration:g}"
+        return None
+
+    def options(self) -> VadOptions:
+        return VadOptions(self.threshold, self.neg_threshold, self.min_speech, self.min_silence, self.speech_pad)
+
+
+@dataclass
+class _File:
+    ticket: int
+    item: Item
+    stream: Any
+    levels: Levels
+    next: int = 0  # the window expected next
+    done: bool = False
+
+
+class VadStage:
+    """A VAD backend behind the Stage protocol (see :mod:`audiomill.stages`)."""
+
+    name = "vad"
+    sample_rate = RATE
+    window = WINDOW
+    overlap = 0
+    fields = FIELDS
+    needs: tuple[str, ...] = ()
+    runtime_settings: tuple[str, ...] = ()
+    cpu_only = True  # no GPU part: its workers are CPU workers
+
+    @classmethod
+    def check(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        cfg = VadSettings.from_dict(settings)
+        Backend(cfg.backend, cfg.threshold, cfg.hop)  # the extra is installed, the model loads: now, not on a node
+        return dataclasses.asdict(cfg)
+
+    @classmethod
+    def build(cls, settings: dict[str, Any], device: str) -> "VadStage":
+        return cls(VadSettings.from_dict(settings))
+
+    def __init__(self, settings: VadSettings) -> None:
+        self.settings = settings
+        self.backend = Backend(settings.backend, settings.threshold, settings.hop)
+        self.alignment = self.backend.hop
+        self.options = settings.options()
+        self.segments = settings.segment_range()
+        self.fields = SEGMENT_FIELDS if self.segments else FIELDS
+        self.guard = FailureGuard(self.name)
+
+    @classmethod
+    def after_run(cls, folder, group: str) -> None:
+        """Once a run ends: ``vad.csv`` and ``manifest.jsonl`` from its complete shards (:func:`write_reports`)."""
+        write_reports(folder, group)
+
+    def begin(self, ticket: int, item: Item) -> _File:
+        return _File(ticket, item, self.backend.stream(), Levels())
+
+    def add_window(self, state: _File, number: int, window: Window, samples: np.ndarray, last: bool,
+                   num_samples: int = 0) -> list[FileOutput]:
+        if state.done:
+            return []
+        try:
+            if number != state.next:
+                raise RuntimeError(f"window {number} came where window {state.next} was due")
+            state.next += 1
+            state.stream.push(samples)
+            state.levels.push(samples)
+            if not last:
+                return []
+            state.done = True
+            records = self.records(state.item, *state.stream.finish(), state.levels.finish(), num_samples)
+        except Exception as exc:
+            state.done = True
+            return self.guard.failed(FileOutput(state.ticket, state.item, error=f"vad failed: {type(exc).__name__}: "
+                                                                                  f"{exc}"), exc)
+        output = FileOutput(state.ticket, state.item, records, audio_seconds=num_samples / RATE)
+        return (self.guard.worked() if not self.guard.succeeded else []) + [output]
+
+    def records(self, item: Item, probs: np.ndarray, flags: np.ndarray, levels: np.ndarray,
+                num_samples: int) -> list[dict[str, Any]]:
+        """The file's record; with ``--segment``, one record per segment instead."""
+        hop = self.backend.hop
+        speech = segments(probs, hop, num_samples, self.options, levels)
+        head = {"key": item.key, "tar_file": item.source, "audio_file": item.audio_file, "backend": self.backend.name}
+        if self.segments is None:
+            record = {**head, **amela_record(flags, hop, num_samples), "speech_segments": speech}
+            record["dropped"] = self.settings.dropped(record["duration"], record["spch-ratio"])
+            return [with_meta(record, item, set(self.fields) | {"error"})]
+        records = []
+        cuts = plan_segments(speech, levels, num_samples / RATE, *self.segments)
+        if not cuts:  # no speech at all: the file is still written down, as dropped
+            cuts = [(0.0, round(num_samples / RATE, 3), "no speech")]
+        for number, (start, end, short) in enumerate(cuts):
+            frames = flags[int(round(start * RATE / hop)) : int(round(end * RATE / hop))]
+            stats = amela_statistics(frames, hop)
+            inside = [[max(a, start), min(b, end)] for a, b in speech if b > start and a < end]
+            record = {**head, "key": f"{item.key}-{number:04d}", "source_key": item.key, "offset": start,
+                      "duration": round(end - start, 6), **stats, "splits": [], "speech_segments": inside,
+                      "dropped": short or self.settings.dropped(end - start, stats["spch-ratio"])}
+            records.append(with_meta(record, item, set(self.fields) | {"error"}))
+        return records
+
+    def fail(self, state: _File, reason: str) -> list[FileOutput]:
+        if state.done:
+            return []
+        state.done = True
+        return [FileOutput(state.ticket, state.item, error=reason)]
+
+    def flush(self, end: bool = False) -> list[FileOutput]:
+        return self.guard.release() if end else []
+
+    def drain(self) -> list[FileOutput]:
+        return []
+
+    @property
+    def waiting(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+# -- the run's reports: vad.csv and manifest.jsonl -------------------------------------------------
+
+CSV_COLUMNS = ("audio_filepath", "duration", *STATISTICS, "splits", "error", "dropped")
+MANIFEST = "manifest.jsonl"
+CSV = "vad.csv"
+
+
+def audio_filepath(tar_file: str, audio_file: str) -> str:
+    """Where a record's audio is, absolute: a file of a folder or manifest, or ``ARCHIVE#MEMBER``."""
+    if os.path.isabs(audio_file):
+        return audio_file
+    if os.path.isdir(tar_file):
+        return os.path.abspath(os.path.join(tar_file, audio_file))
+    if tar_file.endswith((".jsonl", ".json", ".txt")):  # a manifest: relative to its folder
+        return os.path.abspath(os.path.join(os.path.dirname(tar_file), audio_file))
+    return f"{os.path.abspath(tar_file)}#{audio_file}"
+
+
+def write_reports(folder, group: str) -> tuple[str, str]:
+    """``vad.csv`` and ``manifest.jsonl`` in the group's folder, from every complete shard, in the plan's
+    order, each written whole and renamed into place (so a rerun that adds shards rebuilds them).
+
+    A row per file (per segment, with ``--segment``: then ``offset`` too); the manifest has the
+    files (segments) that are neither errors nor dropped, with their ``key``."""
+    import csv
+    import io
+    import json
+
+    from audiomill.sinks import errors_name, final_name
+
+    fmt = folder.format()
+    groups = folder.groups()
+    where = folder.group_dir(group)
+    settings = next((o["settings"] for o in folder.read_plan().get("outputs", []) if o["group"] == group), {})
+    segmented = bool(settings.get("segment"))
+    columns = CSV_COLUMNS + (("offset",) if segmented else ())
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(columns)
+    manifest: list[str] = []
+    for shard in folder.shards():
+        if not folder.complete(shard.name, groups, fmt):
+            continue
+        rows = list(fmt.read(os.path.join(where, final_name(shard.name, fmt))))
+        errors_path = os.path.join(where, errors_name(shard.name))
+        if os.path.isfile(errors_path):
+            with open(errors_path, encoding="utf-8") as handle:
+                rows += [json.loads(line) for line in handle if line.strip()]
+        for record in rows:
+            path = audio_filepath(record.get("tar_file") or "", record.get("audio_file") or record.get("key", ""))
+            if record.get("error") is not None:
+                writer.writerow([path] + [""] * (len(CSV_COLUMNS) - 3) + [record["error"], ""]
+                                + ([""] if segmented else []))
+                continue
+            splits = " ".join(f"{s:g}" for s in record.get("splits") or [])
+            writer.writerow([path, record["duration"], *(record[name] for name in STATISTICS), splits, "",
+                             record.get("dropped") or ""] + ([record["offset"]] if segmented else []))
+            if record.get("dropped"):
+                continue
+            line = {"audio_filepath": path, "key": record["key"]}
+            if segmented:
+                line["offset"] = record["offset"]
+            line.update({"duration": record["duration"], **{name: record[name] for name in STATISTICS}})
+            if not segmented:
+                line["splits"] = record["splits"]
+            manifest.append(json.dumps(line, ensure_ascii=False))
+    csv_path, manifest_path = os.path.join(where, CSV), os.path.join(where, MANIFEST)
+    for name in os.listdir(where):  # what a run killed while writing them left
+        if name.startswith((CSV + ".tmp", MANIFEST + ".tmp")):
+            os.remove(os.path.join(where, name))
+    _write_atomic(csv_path, table.getvalue())
+    _write_atomic(manifest_path, "".join(line + "\n" for line in manifest))
+    return csv_path, manifest_path
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
