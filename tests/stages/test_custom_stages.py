@@ -79,5 +79,5 @@ def test_a_stage_whose_package_is_missing_is_refused_before_any_work(acceptance_
         "(No module named 'audiomill_no_such_package')"]
     assert not out.exists()
     unknown = run_audiomill("run", write_pipeline(tmp_path / "q.toml", [acceptance_shards["paths"][1]], out,
-                                                  [{"kind": "vad", "name": "v"}]))
-    assert unknown.returncode == 1 and "unknown stage kind 'vad'" in unknown.stderr and not out.exists()
+                                                  [{"kind": "no-such-kind", "name": "v"}]))
+    assert unknown.returncode == 1 and "unknown stage kind 'no-such-kind'" in unknown.stderr and not out.exists()
