@@ -22,7 +22,8 @@ import numpy as np
 from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
-from audiomill.stages import FailureGuard, FileOutput, with_meta
+from audiomill.stages import FileOutput, with_meta
+from audiomill.stages.perfile import PerFileStage
 from audiomill.vad import (BACKENDS, RATE, Backend, Levels, VadOptions, amela_record, amela_statistics,
                            plan_segments, segments)
 
@@ -107,8 +108,9 @@ class _File:
     done: bool = False
 
 
-class VadStage:
-    """A VAD backend behind the Stage protocol (see :mod:`audiomill.stages`)."""
+class VadStage(PerFileStage):
+    """A VAD backend behind the Stage protocol, fed window by window (flush, drain and close as a
+    :class:`~audiomill.stages.perfile.PerFileStage`'s)."""
 
     name = "vad"
     sample_rate = RATE
@@ -136,7 +138,7 @@ class VadStage:
         self.options = settings.options()
         self.segments = settings.segment_range()
         self.fields = SEGMENT_FIELDS if self.segments else FIELDS
-        self.guard = FailureGuard(self.name)
+        super().__init__()
 
     @classmethod
     def after_run(cls, folder, group: str) -> None:
@@ -197,18 +199,6 @@ class VadStage:
         state.done = True
         return [FileOutput(state.ticket, state.item, error=reason)]
 
-    def flush(self, end: bool = False) -> list[FileOutput]:
-        return self.guard.release() if end else []
-
-    def drain(self) -> list[FileOutput]:
-        return []
-
-    @property
-    def waiting(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 # -- the run's reports: vad.csv and manifest.jsonl -------------------------------------------------
