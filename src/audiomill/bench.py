@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -302,30 +303,35 @@ class Bench:
         pool = DecodePool(workers, [plan])
         windows: dict[int, list[np.ndarray]] = {}
         total = 0
-        try:
-            pending = 0
+        fed: list[int] = []  # the number of files handed out, once all are
+
+        def feed() -> None:
+            # its own thread, as the runner's feeder: a task's pipe can be full while its decoder waits
+            # for the ring that only this loop empties (submit waits while every decoder has enough)
             ticket = 0
-            items = (item for shard in shards for item in read_shard(shard))
-            exhausted = False
-            while not exhausted or pending:
-                while not exhausted and pending < 2 * workers:
-                    item = next(items, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    if item.error is None:
-                        pool.submit(Task(ticket, task_source(item), item.offset, item.duration))
-                        windows[ticket] = []
-                        ticket += 1
-                        pending += 1
+            try:
+                for shard in shards:
+                    for item in read_shard(shard):
+                        if item.error is None:
+                            windows[ticket] = []
+                            pool.submit(Task(ticket, task_source(item), item.offset, item.duration))
+                            ticket += 1
+            finally:
+                fed.append(ticket)
+
+        feeder = threading.Thread(target=feed, name="audiomill-bench-feeder", daemon=True)
+        feeder.start()
+        try:
+            finished = 0
+            while not fed or finished < fed[0]:
                 message = pool.get(timeout=0.05)
                 if message is None or message[0] == "begin":
                     continue
-                if message[0] == "done":  # (the pool takes another task once a decoder says done)
-                    pending -= 1
+                if message[0] == "done":
+                    finished += 1
                     continue
                 if message[0] == "error":
-                    pending -= 1
+                    finished += 1
                     windows.pop(message[1], None)
                     continue
                 _, number, _, window, samples, last, num_samples = message
