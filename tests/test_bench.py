@@ -45,3 +45,41 @@ def test_bench_stage_vad_reports_its_ceilings_and_end_to_end(tmp_path):
         assert figures[name] > 0, name
     assert figures["ceiling"] == min(figures["vad_ceiling"], figures["decode_ceiling"])
     assert figures["corpus_audio_seconds"] >= 40 and figures["backend"] == "silero"
+
+
+def test_decode_ceiling_feeds_large_tasks_without_deadlock(tmp_path, monkeypatch):
+    """Members of a compressed tar go to the decoders as bytes, more than a pipe holds; the
+    decoders' windows, pickled here (no ring), also fill their pipe. Handing out tasks from the
+    loop that reads the windows deadlocked on the default corpus: each end waited on the other."""
+    import io
+    import tarfile
+    import threading
+
+    import numpy as np
+    import soundfile as sf
+
+    from audiomill.bench import Bench
+    from audiomill.runner import decode
+    from audiomill.sources.discover import discover_shards
+    from audiomill.stages.vad import VadSettings, VadStage
+
+    archive = tmp_path / "big.tar.gz"
+    rng = np.random.default_rng(0)
+    with tarfile.open(archive, "w:gz") as tar:
+        for index in range(4):
+            buffer = io.BytesIO()
+            sf.write(buffer, rng.uniform(-0.5, 0.5, 5 * 16000).astype(np.float32), 16000, format="WAV",
+                     subtype="FLOAT")
+            member = tarfile.TarInfo(f"noise{index}.wav")
+            member.size = len(buffer.getvalue())
+            tar.addfile(member, io.BytesIO(buffer.getvalue()))
+    monkeypatch.setattr(decode, "open_ring", lambda size=decode.RING_BYTES: None)
+    stage = VadStage(VadSettings())
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(
+        Bench._decode_ceiling(None, stage, discover_shards([str(archive)], files_per_shard=10), 1)), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert result, "the decode ceiling did not finish"
+    speed, windows = result[0]
+    assert speed > 0 and [sum(len(w) for w in pieces) for pieces in windows.values()] == [80000] * 4
