@@ -236,7 +236,7 @@ def test_segments_are_cut_at_pauses_and_tokenize_to_the_codes_of_the_same_audio_
     import soundfile
 
     folder, out = corpus["folder"], str(tmp_path / "segments")
-    assert main(["vad", folder, "--out", out, "--segment", "3:30", "--progress", "none"]) == 3
+    assert main(["vad", folder, "--out", out, "--segment", "3:30", "--write-audio", "FLAC", "--progress", "none"]) == 3
     [shard] = [n for n in os.listdir(out) if n.endswith(".jsonl") and not n.endswith("errors.jsonl")
                and n != "manifest.jsonl"]
     with open(os.path.join(out, shard)) as handle:
@@ -263,6 +263,7 @@ def test_segments_are_cut_at_pauses_and_tokenize_to_the_codes_of_the_same_audio_
     with open(os.path.join(out, "manifest.jsonl")) as handle:
         manifest = [json.loads(line) for line in handle]
     assert len(manifest) == sum(1 for r in records if r["dropped"] is None)
+    check_segment_audio(os.path.join(out, "audio", shard.replace(".jsonl", ".tar")), records, folder)
     tokens = str(tmp_path / "tokens")
     assert main(["tokenize", os.path.join(out, "manifest.jsonl"), "--out", tokens, "--codec", "snac-24khz",
                  "--model-path", tiny_snac, "--progress", "none"]) == 0
@@ -290,6 +291,40 @@ def test_segments_are_cut_at_pauses_and_tokenize_to_the_codes_of_the_same_audio_
         assert coded[key]["num_samples"] == record["num_samples"]
 
 
+def check_segment_audio(tar: str, records: list[dict], folder: str) -> None:
+    """--write-audio: read by WebDataset's own reader, a sample per segment not dropped, in the records' order,
+    its FLAC the source's samples over the segment (a 16 kHz 16-bit source's own, exactly; another's resampled
+    by soxr, within 2 LSB), its JSON the record."""
+    import io
+
+    import soundfile
+    import soxr
+    import webdataset
+
+    samples = list(webdataset.WebDataset(tar, shardshuffle=False))
+    kept = [r for r in records if r["dropped"] is None]
+    assert [s["__key__"] for s in samples] == [r["key"].replace(".", "_") for r in kept] and kept
+    assert all(set(s) == {"__key__", "__url__", "__local_path__", "flac", "json"} - ({"__local_path__"} - set(s))
+               for s in samples)
+    sources = {}
+    for sample, record in zip(samples, kept):
+        assert json.loads(sample["json"]) == {**record, "sample_rate": RATE}
+        audio, rate = soundfile.read(io.BytesIO(sample["flac"]), dtype="int16")
+        assert rate == RATE and soundfile.info(io.BytesIO(sample["flac"])).subtype == "PCM_16"
+        if record["source_key"] not in sources:
+            source, source_rate = soundfile.read(os.path.join(folder, record["audio_file"]), dtype="int16")
+            if source_rate != RATE:
+                source = soxr.resample(source.astype(np.float32) / 32768, source_rate, RATE, quality="HQ")
+                source = np.clip(np.round(source * 32768), -32768, 32767).astype(np.int16)
+            sources[record["source_key"]] = (source, source_rate == RATE)
+        source, exact = sources[record["source_key"]]
+        start = int(round(record["offset"] * RATE))
+        cut = source[start : start + int(round(record["duration"] * RATE))]
+        assert len(audio) == len(cut)
+        difference = np.abs(audio.astype(np.int32) - cut)
+        assert (difference.max() == 0) if exact else (difference.max() <= 2), (record["key"], difference.max())
+
+
 def test_filters_mark_files_dropped_with_the_reason_and_keep_them_out_of_the_manifest_only(corpus, tmp_path):
     out = str(tmp_path / "filtered")
     assert main(["vad", corpus["folder"], "--out", out, "--max-duration", "60", "--min-speech-ratio", "0.2",
@@ -304,42 +339,62 @@ def test_filters_mark_files_dropped_with_the_reason_and_keep_them_out_of_the_man
 
 
 def _outputs(out: str) -> dict[str, bytes]:
+    """Every file in ``out`` and in its audio/ folder (if any), by name."""
     files = {}
-    for name in sorted(os.listdir(out)):
-        if os.path.isfile(os.path.join(out, name)):
-            with open(os.path.join(out, name), "rb") as handle:
-                files[name] = handle.read()
+    for folder in (out, os.path.join(out, "audio")):
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+            if os.path.isfile(os.path.join(folder, name)):
+                with open(os.path.join(folder, name), "rb") as handle:
+                    files[os.path.relpath(os.path.join(folder, name), out)] = handle.read()
     return files
 
 
-def test_killed_twice_the_run_resumes_to_byte_identical_records_csv_and_manifest(corpus, tmp_path):
+@pytest.mark.parametrize("mode", ["files", "segments"])
+def test_killed_twice_the_run_resumes_to_byte_identical_records_csv_and_manifest(mode, corpus, tmp_path):
+    """Killed once a shard is done and again once three are (per file); with --segment and --write-audio,
+    killed while a shard's member journal is being written, then once a shard is done."""
     import signal
     import subprocess
     import sys
     import time
 
-    args = ["vad", corpus["folder"], "--files-per-shard", "1", "--progress", "none"]
+    args = ["vad", corpus["folder"], "--progress", "none"]
+    args += ["--files-per-shard", "1"] if mode == "files" else ["--files-per-shard", "3", "--segment", "3:30",
+                                                                "--write-audio", "flac"]
     reference = str(tmp_path / "reference")
     assert main([*args, "--out", reference]) == 3
     expected = _outputs(reference)
-    assert {"vad.csv", "manifest.jsonl"} <= set(expected) and len(expected) == 2 + 5 + 1  # 5 shards, 1 error file
+    shards = 5 if mode == "files" else 2
+    tars = 0 if mode == "files" else shards
+    assert {"vad.csv", "manifest.jsonl"} <= set(expected) and len(expected) == 2 + shards + 1 + tars  # 1 error file
     out = str(tmp_path / "out")
     done = os.path.join(out, "_audiomill", "done")
+
+    def shards_done() -> int:
+        return len(os.listdir(done)) if os.path.isdir(done) else 0
+
+    def members_journaled() -> bool:
+        audio = os.path.join(out, "audio")
+        return os.path.isdir(audio) and any(n.endswith(".tar.partial") and os.path.getsize(os.path.join(audio, n))
+                                            for n in os.listdir(audio))
+
     kills = 0
-    for wanted in (1, 3):  # killed once a shard is done, then once three are
+    moments = [lambda: shards_done() >= 1, lambda: shards_done() >= 3] if mode == "files" else \
+        [members_journaled, lambda: shards_done() >= 1]
+    for moment in moments:
         process = subprocess.Popen([sys.executable, "-m", "audiomill", *args, "--out", out],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        while time.time() < deadline and process.poll() is None:
-            if os.path.isdir(done) and len(os.listdir(done)) >= wanted:
-                break
-            time.sleep(0.005)
+        while time.time() < deadline and process.poll() is None and not moment():
+            time.sleep(0.002)
         if process.poll() is not None:
             break
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-    assert kills == 2 and len(os.listdir(done)) < 5, "the run finished before it was killed: the test proves nothing"
+        if moment is members_journaled:
+            assert members_journaled()  # killed with a shard's members half journaled
+    assert kills == 2 and shards_done() < shards, "the run finished before it was killed: the test proves nothing"
     assert main([*args, "--out", out]) == 3
     assert _outputs(out) == expected
 
@@ -376,3 +431,32 @@ def test_a_manifest_of_tar_members_reads_them_back_as_the_shard_itself_gives_the
         with open(os.path.join(folder, name)) as handle:
             tokens[label] = {r["key"]: r["tokens"] for r in map(json.loads, handle)}
     assert tokens["manifest"] == tokens["shard"] and sorted(tokens["shard"]) == ["set/pauses0", "set/pauses1"]
+
+
+def test_segment_audio_after_a_retry_or_a_lost_tar_is_what_a_clean_run_writes(tmp_path):
+    """--retry-errors takes up a finished shard's tar with its records (one file's segments, keyed by their
+    source_key); a tar that went missing makes the shard be written again; both give a clean run's bytes."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "talk.v2.wav").write_bytes(encode_audio(joined(3, 9)[0], RATE, "wav"))  # a dot in its key
+    (folder / "later.wav").write_bytes(b"RIFF, not audio yet")
+    args = ["vad", str(folder), "--segment", "3:30", "--write-audio", "flac", "--progress", "none"]
+    out, fresh = str(tmp_path / "out"), str(tmp_path / "fresh")
+    assert main([*args, "--out", out]) == 3
+    (folder / "later.wav").write_bytes(encode_audio(joined(4, 9)[0], RATE, "wav"))  # mended
+    assert main([*args, "--out", out, "--retry-errors"]) == 0
+    assert main([*args, "--out", fresh]) == 0
+    tar = os.path.join("audio", "in-00000.tar")
+    with open(os.path.join(fresh, "in-00000.jsonl")) as handle:
+        records = [json.loads(line) for line in handle]
+    assert {r["source_key"] for r in records} == {"later", "talk.v2"}
+    check_segment_audio(os.path.join(fresh, tar), records, str(folder))  # 16 kHz WAV: the samples exactly
+    expected = {**_outputs(fresh), tar: _outputs(os.path.join(fresh, "audio"))["in-00000.tar"]}
+    assert {**_outputs(out), tar: _outputs(os.path.join(out, "audio"))["in-00000.tar"]} == expected
+    os.remove(os.path.join(out, tar))
+    shutil.copy(os.path.join(fresh, "in-00000.jsonl"), os.path.join(out, "in-00000.jsonl"))
+    assert main([*args, "--out", out]) == 0  # the tar is missing: the shard is written again
+    assert _outputs(os.path.join(out, "audio")) == _outputs(os.path.join(fresh, "audio"))
+    assert main(["status", out, "--check"]) == 0

@@ -251,6 +251,9 @@ def _add_vad_flags(parser: argparse.ArgumentParser) -> None:
                        help="shorter files (segments) are marked dropped")
     group.add_argument("--max-duration", type=_non_negative(float), default=0.0, metavar="S",
                        help="longer files (segments) are marked dropped (0: no limit)")
+    group.add_argument("--write-audio", type=str.lower, choices=("flac", "wav"), default=None, metavar="FORMAT",
+                       help="with --segment: each segment not dropped also as a file (flac or wav: 16 kHz mono, "
+                            "16-bit) with its record as JSON, in <out>/audio/<shard>.tar, WebDataset's layout")
 
 
 def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required: bool = True,

@@ -23,7 +23,7 @@ TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "ch
 
 # The flags of a vad stage (audiomill vad).
 VAD_FIELDS = ("backend", "threshold", "neg_threshold", "min_speech", "min_silence", "speech_pad", "hop", "segment",
-              "min_speech_ratio", "min_duration", "max_duration")
+              "min_speech_ratio", "min_duration", "max_duration", "write_audio")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -69,6 +69,7 @@ class RunConfig:
     min_speech_ratio: float = 0.0
     min_duration: float = 0.0
     max_duration: float = 0.0
+    write_audio: str | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)  # [[stage]] tables of a pipeline file
     # what the plan froze: per stage its output group, kind and checked settings (see runner.plan)
     outputs: list[dict[str, Any]] = field(default_factory=list)

@@ -102,3 +102,52 @@ def test_jsonl_gz_is_the_jsonl_bytes_gzipped_deterministically(tmp_path):
         outputs.append(((tmp_path / name / "s.jsonl").read_bytes(), (tmp_path / name / "s.jsonl.gz").read_bytes()))
     assert outputs[0] == outputs[1]  # same bytes run after run: no name, no time in the gzip header
     assert gzip.decompress(outputs[0][1]) == outputs[0][0]
+
+
+def test_member_files_go_into_a_tar_in_shard_order_and_a_torn_entry_is_written_again(tmp_path):
+    """Members (a segment's audio and JSON) are journaled before their record line: a kill that tears their
+    entry leaves the file unwritten; finishing writes them in the shard's order, under WebDataset names,
+    with fixed metadata (the same bytes from a torn journal resumed as from one run)."""
+    import tarfile
+
+    def member_sink(folder):
+        return ShardSink(str(folder), "s", get_format("jsonl"), FIELDS, SchemaFile(str(folder / "schema.json")),
+                         members="audio", file_key="source_key")
+
+    def segments(key, n):
+        records = [{"key": f"{key}-{i}", "source_key": key} for i in range(n)]
+        members = [(r["key"], ext, f"{r['key']}:{ext}".encode() * 100) for r in records for ext in ("flac", "json")]
+        return records, members
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    out = member_sink(clean)
+    out.open()
+    for key, n in (("b.x", 2), ("a", 1), ("c", 0)):
+        out.write(key, segments(key, n)[0], 1.0, segments(key, n)[1])
+    stats = out.finish(["a", "b.x", "c"])
+    out.cleanup()
+    with tarfile.open(clean / "audio" / "s.tar") as tar:
+        infos = tar.getmembers()
+    assert [i.name for i in infos] == ["a-0.flac", "a-0.json", "b_x-0.flac", "b_x-0.json", "b_x-1.flac", "b_x-1.json"]
+    assert {(i.mtime, i.uid, i.gid, i.uname, i.gname, i.mode) for i in infos} == {(0, 0, 0, "", "", 0o644)}
+    assert stats["members"] == {"file": "audio/s.tar", "count": 6, **file_digest(str(clean / "audio" / "s.tar"))}
+    assert stats["file_key"] == "source_key"
+
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    out = member_sink(torn)
+    out.open()
+    out.write("b.x", *segments("b.x", 2)[:1], 1.0, segments("b.x", 2)[1])
+    out.write("a", *segments("a", 1)[:1], 1.0, segments("a", 1)[1])
+    out.close()
+    journal = torn / "audio" / "s.tar.partial"
+    with open(journal, "rb+") as handle:  # a's member bytes torn off by a kill (its record line written)
+        handle.truncate(os.path.getsize(journal) - 50)
+    again = member_sink(torn)
+    assert again.open() == {"b.x"}  # a's record line is dropped with its members: a is written again
+    again.write("a", *segments("a", 1)[:1], 1.0, segments("a", 1)[1])
+    again.write("c", [], 1.0, [])
+    assert again.finish(["a", "b.x", "c"]) == stats
+    assert (torn / "audio" / "s.tar").read_bytes() == (clean / "audio" / "s.tar").read_bytes()
+    assert (torn / "s.jsonl").read_bytes() == (clean / "s.jsonl").read_bytes()

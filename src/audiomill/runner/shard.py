@@ -290,7 +290,8 @@ class ShardProcessor:
         sinks: dict[int, ShardSink] = {}
         for index, output in enumerate(self.outputs):
             sinks[index] = ShardSink(self.folder.group_dir(output.group), shard.name, self.fmt, output.stage.fields,
-                                     self.folder.schema(output.group))
+                                     self.folder.schema(output.group), getattr(output.stage, "members", None),
+                                     getattr(output.stage, "file_key", "key"))
             stats = self.folder.done_stats(shard.name, output.group)
             damage = self.folder.damage(shard.name, output.group, stats, self.fmt) if stats is not None else None
             if damage:
@@ -559,7 +560,8 @@ class _Consumer:
             if output.error is not None:
                 writes.append((run.sinks[index], None, error_record(output.item, output.error)))
             else:
-                writes.append((run.sinks[index], output.item.key, (output.records, round(output.audio_seconds, 6))))
+                writes.append((run.sinks[index], output.item.key,
+                               (output.records, round(output.audio_seconds, 6), output.members)))
             if index == next(iter(run.sinks)):  # progress counts the shard's first output
                 counts["errors" if output.error is not None else "files"] += 1
                 counts["audio_seconds"] += output.audio_seconds

@@ -197,6 +197,13 @@ class OutputFolder:
             return f"{final_name(name, fmt)} has changed: {os.path.getsize(path)} bytes, not {kept.get('bytes')}"
         if stats.get("errors") and not os.path.exists(os.path.join(folder, errors_name(name))):
             return f"{errors_name(name)} is missing"
+        members = stats.get("members")
+        if isinstance(members, dict) and members.get("file"):
+            tar = os.path.join(folder, members["file"])
+            if not os.path.exists(tar):
+                return f"{members['file']} is missing"
+            if os.path.getsize(tar) != members.get("bytes"):
+                return f"{members['file']} has changed: {os.path.getsize(tar)} bytes, not {members.get('bytes')}"
         return None
 
     def unmark_done(self, name: str, group: str = "") -> None:

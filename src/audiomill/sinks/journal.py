@@ -11,6 +11,15 @@ is cut off) so that the caller skips them.
 write the final file under a temporary name, renamed into place; the errors likewise.
 The journals are removed by :meth:`ShardSink.cleanup`, after the caller has written its
 done marker: a kill anywhere in between leaves a shard that finishes again identically.
+
+A stage may also give files to go with its records (``FileOutput.members``: a segment's
+FLAC and JSON). Its sink then keeps them in a third journal, ``<members>/<shard>.tar.partial``
+(per file key, a JSON header line naming the members and their sizes, then their bytes),
+written and flushed before the file's record line, so a record journaled always has its
+members. Finishing writes ``<members>/<shard>.tar`` from it, in the shard's order, in
+WebDataset's layout: a record ``spk/utt-0003`` gives ``spk/utt-0003.flac`` and
+``spk/utt-0003.json`` (:func:`sample_name`), each member with mtime 0 and owner 0, so the
+tar is the same bytes however often the run was killed.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tarfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -110,6 +120,14 @@ class _Journal:
                 src.seek(offset)
                 yield src.read(length)
 
+    def drop(self, keys: set[str]) -> None:
+        """Leave out the lines of ``keys`` (while closed for writing)."""
+        self.close()
+        entries = [entry for entry in scan_lines(self.path) if entry[0] not in keys]
+        self._rewrite(entries)
+        self.keys -= keys
+        self.handle = open(self.path, "ab")
+
     def _rewrite(self, entries: list[tuple[str, int, int]]) -> None:
         """Keep only whole, parsable lines (drops a torn tail left by a kill)."""
         tmp = self.path + ".tmp"
@@ -120,17 +138,130 @@ class _Journal:
         os.replace(tmp, self.path)
 
 
-class ShardSink:
-    """The output of one stage for one shard, in ``folder``, in format ``fmt``."""
+def sample_name(key: str) -> str:
+    """A record key as a WebDataset sample key: no dot in its last part (a reader takes what follows
+    the first dot there for the extension), no empty, ``.`` or ``..`` part, never absolute."""
+    parts = [part.replace(".", "_") or "_" for part in key.strip("/").split("/")]
+    return "/".join(parts) or "_"
 
-    def __init__(self, folder: str, shard: str, fmt: Format, fields: dict[str, str], schema: SchemaStore) -> None:
+
+class _MemberJournal:
+    """A shard's member files as they come: per file key, ``{"key": K, "members": [[name, size], ...]}``
+    and a newline, then the members' bytes. The last entry of a key is the one kept."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.handle: BinaryIO | None = None
+        self.entries: dict[str, list[tuple[str, int, int]]] = {}  # key -> (name, offset, size) of each member
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self.entries)
+
+    def open(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.entries = {}
+        end = 0
+        if os.path.exists(self.path):
+            size = os.path.getsize(self.path)
+            with open(self.path, "rb") as handle:
+                while True:
+                    line = handle.readline()
+                    if not line.endswith(b"\n"):
+                        break  # the end, or a header torn by a kill
+                    try:
+                        header = json.loads(line)
+                        key, members = header["key"], [(str(n), int(b)) for n, b in header["members"]]
+                    except (ValueError, KeyError, TypeError):
+                        break
+                    at = end + len(line)
+                    if at + sum(b for _, b in members) > size:
+                        break  # its bytes were torn off
+                    placed = []
+                    for name, length in members:
+                        placed.append((name, at, length))
+                        at += length
+                    self.entries[key] = placed
+                    end = at
+                    handle.seek(end)
+            if end != size:
+                os.truncate(self.path, end)
+        self.handle = open(self.path, "ab")
+
+    def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        """One file's members, flushed at once (before its record line is written)."""
+        assert self.handle is not None
+        header = dumps({"key": key, "members": [[name, len(data)] for name, data in members]})
+        at = self.handle.tell() + len(header)
+        self.handle.write(header)
+        placed = []
+        for name, data in members:
+            self.handle.write(data)
+            placed.append((name, at, len(data)))
+            at += len(data)
+        self.handle.flush()
+        self.entries[key] = placed
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def write_tar(self, path: str, keys: list[str]) -> int:
+        """The members of ``keys``, in that order, as a tar of fixed metadata; returns how many."""
+        count = 0
+        with open(self.path, "rb") as src, tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+            for key in keys:
+                for name, offset, size in self.entries.get(key, ()):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime, info.mode = size, 0, 0o644
+                    src.seek(offset)
+                    tar.addfile(info, src)
+                    count += 1
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        return count
+
+    def from_tar(self, tar_path: str, file_keys: dict[str, str]) -> None:
+        """Rebuild the journal of a finished shard from its tar; ``file_keys``: sample -> file key."""
+        grouped: dict[str, list[tuple[str, bytes]]] = {}
+        with tarfile.open(tar_path) as tar:
+            for info in tar:
+                folder, _, base = info.name.rpartition("/")
+                sample = (folder + "/" if folder else "") + base.split(".", 1)[0]
+                key = file_keys.get(sample)
+                handle = tar.extractfile(info)
+                if key is not None and handle is not None:
+                    grouped.setdefault(key, []).append((info.name, handle.read()))
+        tmp = self.path + ".tmp"
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(tmp, "wb") as out:
+            for key, members in grouped.items():
+                out.write(dumps({"key": key, "members": [[name, len(data)] for name, data in members]}))
+                for _, data in members:
+                    out.write(data)
+        os.replace(tmp, self.path)
+
+
+class ShardSink:
+    """The output of one stage for one shard, in ``folder``, in format ``fmt``; with ``members`` (a
+    folder name), its files too, in ``<folder>/<members>/<shard>.tar``. ``file_key``: the record field
+    that holds its file's key (``key``, unless a stage writes several records per file under keys
+    of their own)."""
+
+    def __init__(self, folder: str, shard: str, fmt: Format, fields: dict[str, str], schema: SchemaStore,
+                 members: str | None = None, file_key: str = "key") -> None:
         self.fmt = fmt
         self.fields = fields
         self.schema = schema
+        self.file_key = file_key
         self.path = os.path.join(folder, final_name(shard, fmt))
         self.errors_path = os.path.join(folder, errors_name(shard))
         self.journal = _Journal(os.path.join(folder, journal_name(shard, fmt)))
         self.errors = _Journal(self.errors_path + ".partial")
+        self.members_name = f"{members}/{shard}.tar" if members else None
+        self.members_path = os.path.join(folder, members, f"{shard}.tar") if members else None
+        self.members = _MemberJournal(self.members_path + ".partial") if self.members_path else None
 
     def open(self, retry_errors: bool = False, previous: dict[str, Any] | None = None) -> set[str]:
         """Prepare to append; returns the keys already written (errors too, unless retried).
@@ -141,11 +272,23 @@ class ShardSink:
             self._journal_from_final(float(previous.get("audio_seconds", 0.0)))
         if previous is not None and not os.path.exists(self.errors.path) and os.path.exists(self.errors_path):
             os.replace(self.errors_path, self.errors.path)
+        if self.members is not None and previous is not None and not os.path.exists(self.members.path) \
+                and self.members_path is not None and os.path.exists(self.members_path):
+            self._members_from_final()
         self.journal.open(keep=True)
         self.errors.open(keep=not retry_errors)
+        if self.members is not None:
+            self.members.open()
+            lacking = self.journal.keys - self.members.keys
+            if lacking:  # (only if the system lost what was flushed) their files are written again
+                self.journal.drop(lacking)
         return self.journal.keys | self.errors.keys
 
-    def write(self, key: str, records: list[dict[str, Any]], seconds: float) -> None:
+    def write(self, key: str, records: list[dict[str, Any]], seconds: float,
+              members: list[tuple[str, str, bytes]] | None = None) -> None:
+        """A file's records; ``members``: its files, each (record key, extension, bytes)."""
+        if self.members is not None:
+            self.members.write(key, [(f"{sample_name(record)}.{ext}", data) for record, ext, data in members or ()])
         self.journal.write(dumps({"key": key, "records": records, "seconds": seconds}), key)
 
     def write_error(self, record: dict[str, Any]) -> None:
@@ -158,6 +301,8 @@ class ShardSink:
     def close(self) -> None:
         self.journal.close()
         self.errors.close()
+        if self.members is not None:
+            self.members.close()
 
     def finish(self, order: list[str], untrusted: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Write the final files in ``order`` (the shard's keys); returns the shard's counts.
@@ -170,6 +315,7 @@ class ShardSink:
         rank = {key: i for i, key in enumerate(order)}
         counts = {"items": 0, "records": 0, "errors": 0, "audio_seconds": 0.0}
         replaced: list[str] = []
+        kept: list[str] = []
 
         def records() -> Iterator[dict[str, Any]]:
             for line in self.journal.sorted_lines(rank):
@@ -177,6 +323,7 @@ class ShardSink:
                 if entry["key"] in untrusted:
                     replaced.append(entry["key"])
                     continue
+                kept.append(entry["key"])
                 counts["items"] += 1
                 counts["records"] += len(entry["records"])
                 counts["audio_seconds"] += float(entry.get("seconds") or 0.0)
@@ -194,16 +341,28 @@ class ShardSink:
             os.unlink(self.errors_path)
         counts["audio_seconds"] = round(counts["audio_seconds"], 3)
         counts["output"] = file_digest(self.path)
+        if self.file_key != "key":  # (status --check finds each record's file by it)
+            counts["file_key"] = self.file_key
+        if self.members is not None and self.members_path is not None:
+            written: list[int] = []
+            _replace(self.members_path, lambda tmp: written.append(self.members.write_tar(tmp, kept)))
+            counts["members"] = {"file": self.members_name, "count": written[0], **file_digest(self.members_path)}
         return counts
+
+    def _paths(self) -> list[str]:
+        paths = [self.path, self.errors_path, self.journal.path, self.errors.path]
+        if self.members is not None and self.members_path is not None:
+            paths += [self.members_path, self.members.path]
+        return paths
 
     def discard(self) -> None:
         """Remove the shard's files, to write it again from nothing."""
-        for path in (self.path, self.errors_path, self.journal.path, self.errors.path):
+        for path in self._paths():
             if os.path.exists(path):
                 os.unlink(path)
 
     def cleanup(self) -> None:
-        for path in (self.journal.path, self.errors.path):
+        for path in (self.journal.path, self.errors.path) + ((self.members.path,) if self.members else ()):
             if os.path.exists(path):
                 os.unlink(path)
 
@@ -214,12 +373,20 @@ class ShardSink:
         with open(tmp, "wb") as out:
             group: list[dict[str, Any]] = []
             for record in list(self.fmt.read(self.path)) + [None]:  # type: ignore[list-item]
-                if group and (record is None or record["key"] != group[0]["key"]):
-                    out.write(dumps({"key": group[0]["key"], "records": group, "seconds": seconds}))
+                if group and (record is None or record[self.file_key] != group[0][self.file_key]):
+                    out.write(dumps({"key": group[0][self.file_key], "records": group, "seconds": seconds}))
                     seconds, group = 0.0, []
                 if record is not None:
                     group.append(record)
         os.replace(tmp, self.journal.path)
+
+    def _members_from_final(self) -> None:
+        """The members journal of a finished shard, from its tar (sample names mapped to file keys
+        through the final file's records)."""
+        assert self.members is not None and self.members_path is not None
+        file_keys = {sample_name(r["key"]): r[self.file_key] for r in self.fmt.read(self.path)} \
+            if os.path.exists(self.path) else {}
+        self.members.from_tar(self.members_path, file_keys)
 
 
 def _write_lines(path: str, lines: list[bytes]) -> None:

@@ -7,7 +7,9 @@ packages it needs. The runner hands it each file's windows as the decoders cut t
 (:meth:`Stage.add_window`), and the stage returns :class:`FileOutput`\\ s when it has them:
 zero, one or several records per file (a file with no speech may have none), or an
 error. A record's ``key`` is its file's key; a stage writing several records per file
-tells them apart with a field of its own.
+either tells them apart with a field of its own, or gives each a key of its own and names
+the field holding the file's (``file_key``: vad's segments, ``source_key``). A stage may give
+files with its records too (``members``), written as a tar per shard in WebDataset's layout.
 
 Stage kinds register by name (``tokenize``); ``module:Class`` names any importable class
 that follows the protocol, for stages of one's own. Two bases carry what stages share:
@@ -45,6 +47,9 @@ class FileOutput:
     records: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     audio_seconds: float = 0.0
+    # files to go with the records, each (record key, extension, bytes), for a stage whose ``members``
+    # names the folder of its tars (see audiomill.sinks.journal)
+    members: list[tuple[str, str, bytes]] = field(default_factory=list)
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -64,6 +69,9 @@ class Stage(Protocol):
     overlap: int
     alignment: int  # window starts are multiples of this
     fields: dict[str, str]  # record fields and their types
+    # optional: ``members``, a folder name: the files of FileOutput.members go into <members>/<shard>.tar;
+    # ``file_key``, the record field holding the file's key where ``key`` is each record's own (several
+    # records per file)
     # optional: ``featurizer``, a picklable callable the decoders run on each window (samples -> the
     # model's inputs, see audiomill.features); its windows then come as Features
 

@@ -8,11 +8,20 @@ file is never whole in memory); its last window gives the record::
      "spch-ratio", "splits", <metadata>}
 
 all in seconds (see :mod:`audiomill.vad`). VAD has no GPU part: a run of it uses CPU workers.
+
+With ``segment`` the file gives a record per segment instead (``key`` ``<file key>-NNNN``, its
+file's key in ``source_key``, ``offset`` and ``duration``); with ``write_audio`` too, each segment
+that is not dropped is also a FLAC (or WAV) of its 16 kHz samples, 16-bit, clipped, with its record
+as JSON beside it, in ``audio/<shard>.tar`` (WebDataset's layout, see
+:mod:`audiomill.sinks.journal`). The file's samples are then kept as it streams through
+(int16: 115 MB an hour of audio), since its cuts are known only at its end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +42,8 @@ FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string", "backen
           "duration": "float64", "speech_segments": "list<list<float64>>",
           **{name: "float64" for name in STATISTICS}, "splits": "list<float64>", "dropped": "string"}
 SEGMENT_FIELDS = {**FIELDS, "source_key": "string", "offset": "float64"}
+AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}  # --write-audio: extension -> soundfile's format
+AUDIO_FOLDER = "audio"
 
 
 @dataclass
@@ -50,6 +61,7 @@ class VadSettings:
     min_speech_ratio: float = 0.0  # files (or segments) with less speech are dropped, with the reason
     min_duration: float = 0.0
     max_duration: float = 0.0  # 0: no limit
+    write_audio: str | None = None  # "flac" or "wav": segments also as files, in audio/<shard>.tar
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VadSettings":
@@ -66,6 +78,14 @@ class VadSettings:
                                       or not 0.0 < value < 1.0):
                 raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a probability between 0 and 1")
         cfg.segment_range()  # checked now
+        if cfg.write_audio not in (None, ""):
+            cfg.write_audio = str(cfg.write_audio).lower()
+            if cfg.write_audio not in AUDIO_FORMATS:
+                raise UsageError(f"--write-audio {cfg.write_audio}: expected one of {', '.join(AUDIO_FORMATS)}")
+            if cfg.segment_range() is None:
+                raise UsageError("--write-audio writes segments: give --segment MIN:MAX too")
+        else:
+            cfg.write_audio = None
         for name in ("min_speech", "min_silence", "speech_pad", "min_speech_ratio", "min_duration", "max_duration"):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -98,6 +118,12 @@ class VadSettings:
         return VadOptions(self.threshold, self.neg_threshold, self.min_speech, self.min_silence, self.speech_pad)
 
 
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples as 16-bit PCM, clipped: the inverse of reading 16-bit audio as float (x / 32768), so a
+    16-bit source at 16 kHz is written back sample for sample."""
+    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
+
+
 @dataclass
 class _File:
     ticket: int
@@ -106,6 +132,7 @@ class _File:
     levels: Levels
     next: int = 0  # the window expected next
     done: bool = False
+    audio: list[np.ndarray] | None = None  # the int16 samples so far, when segments are written as files
 
 
 class VadStage(PerFileStage):
@@ -138,6 +165,8 @@ class VadStage(PerFileStage):
         self.options = settings.options()
         self.segments = settings.segment_range()
         self.fields = SEGMENT_FIELDS if self.segments else FIELDS
+        self.file_key = "source_key" if self.segments else "key"
+        self.members = AUDIO_FOLDER if settings.write_audio else None
         super().__init__()
 
     @classmethod
@@ -146,7 +175,7 @@ class VadStage(PerFileStage):
         write_reports(folder, group)
 
     def begin(self, ticket: int, item: Item) -> _File:
-        return _File(ticket, item, self.backend.stream(), Levels())
+        return _File(ticket, item, self.backend.stream(), Levels(), audio=[] if self.members else None)
 
     def add_window(self, state: _File, number: int, window: Window, samples: np.ndarray, last: bool,
                    num_samples: int = 0) -> list[FileOutput]:
@@ -158,15 +187,20 @@ class VadStage(PerFileStage):
             state.next += 1
             state.stream.push(samples)
             state.levels.push(samples)
+            if state.audio is not None:
+                state.audio.append(pcm16(samples))
             if not last:
                 return []
             state.done = True
             records = self.records(state.item, *state.stream.finish(), state.levels.finish(), num_samples)
+            members = self.audio_members(records, state.audio) if state.audio is not None else []
         except Exception as exc:
             state.done = True
+            state.audio = None
             return self.guard.failed(FileOutput(state.ticket, state.item, error=f"vad failed: {type(exc).__name__}: "
                                                                                   f"{exc}"), exc)
-        output = FileOutput(state.ticket, state.item, records, audio_seconds=num_samples / RATE)
+        state.audio = None
+        output = FileOutput(state.ticket, state.item, records, audio_seconds=num_samples / RATE, members=members)
         return (self.guard.worked() if not self.guard.succeeded else []) + [output]
 
     def records(self, item: Item, probs: np.ndarray, flags: np.ndarray, levels: np.ndarray,
@@ -193,10 +227,29 @@ class VadStage(PerFileStage):
             records.append(with_meta(record, item, set(self.fields) | {"error"}))
         return records
 
+    def audio_members(self, records: list[dict[str, Any]], chunks: list[np.ndarray]) -> list[tuple[str, str, bytes]]:
+        """Each kept segment's audio file and its record as JSON (record key, extension, bytes)."""
+        import soundfile
+
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        kind = self.settings.write_audio or "flac"
+        members = []
+        for record in records:
+            if record.get("dropped"):
+                continue
+            start = int(round(record["offset"] * RATE))
+            cut = samples[start : start + int(round(record["duration"] * RATE))]
+            buffer = io.BytesIO()
+            soundfile.write(buffer, cut, RATE, format=AUDIO_FORMATS[kind], subtype="PCM_16")
+            text = json.dumps({**record, "sample_rate": RATE}, ensure_ascii=False, separators=(",", ":"))
+            members += [(record["key"], kind, buffer.getvalue()), (record["key"], "json", text.encode("utf-8"))]
+        return members
+
     def fail(self, state: _File, reason: str) -> list[FileOutput]:
         if state.done:
             return []
         state.done = True
+        state.audio = None
         return [FileOutput(state.ticket, state.item, error=reason)]
 
 
@@ -226,8 +279,6 @@ def write_reports(folder, group: str) -> tuple[str, str]:
     A row per file (per segment, with ``--segment``: then ``offset`` too); the manifest has the
     files (segments) that are neither errors nor dropped, with their ``key``."""
     import csv
-    import io
-    import json
 
     from audiomill.sinks import errors_name, final_name
 
