@@ -125,9 +125,11 @@ class TenVadStream:
         return np.asarray(self.probs, np.float32), np.asarray(self.flags, np.uint8)
 
 
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    """Float samples as int16, clipped at full scale (a value past it must not wrap around)."""
-    return np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
+def to_int16(samples: np.ndarray, full_scale: float = 32767.0) -> np.ndarray:
+    """Float samples as int16, clipped at full scale (a value past it must not wrap around). 32767 is
+    what TEN-VAD is fed (as AMELA scales); 32768 inverts reading 16-bit audio as float (x / 32768),
+    so 16-bit samples come back exactly."""
+    return np.clip(np.round(samples * full_scale), -32768, 32767).astype(np.int16)
 
 
 class Backend:

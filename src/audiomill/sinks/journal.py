@@ -191,16 +191,8 @@ class _MemberJournal:
     def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
         """One file's members, flushed at once (before its record line is written)."""
         assert self.handle is not None
-        header = dumps({"key": key, "members": [[name, len(data)] for name, data in members]})
-        at = self.handle.tell() + len(header)
-        self.handle.write(header)
-        placed = []
-        for name, data in members:
-            self.handle.write(data)
-            placed.append((name, at, len(data)))
-            at += len(data)
+        self.entries[key] = _write_entry(self.handle, key, members)
         self.handle.flush()
-        self.entries[key] = placed
 
     def close(self) -> None:
         if self.handle is not None:
@@ -210,16 +202,17 @@ class _MemberJournal:
     def write_tar(self, path: str, keys: list[str]) -> int:
         """The members of ``keys``, in that order, as a tar of fixed metadata; returns how many."""
         count = 0
-        with open(self.path, "rb") as src, tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-            for key in keys:
-                for name, offset, size in self.entries.get(key, ()):
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mtime, info.mode = size, 0, 0o644
-                    src.seek(offset)
-                    tar.addfile(info, src)
-                    count += 1
-        with open(path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        with open(self.path, "rb") as src, open(path, "wb") as out:
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for key in keys:
+                    for name, offset, size in self.entries.get(key, ()):
+                        info = tarfile.TarInfo(name)
+                        info.size, info.mtime, info.mode = size, 0, 0o644
+                        src.seek(offset)
+                        tar.addfile(info, src)
+                        count += 1
+            out.flush()
+            os.fsync(out.fileno())
         return count
 
     def from_tar(self, tar_path: str, file_keys: dict[str, str]) -> None:
@@ -233,14 +226,24 @@ class _MemberJournal:
                 handle = tar.extractfile(info)
                 if key is not None and handle is not None:
                     grouped.setdefault(key, []).append((info.name, handle.read()))
-        tmp = self.path + ".tmp"
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(tmp, "wb") as out:
+        with open(self.path + ".tmp", "wb") as out:
             for key, members in grouped.items():
-                out.write(dumps({"key": key, "members": [[name, len(data)] for name, data in members]}))
-                for _, data in members:
-                    out.write(data)
-        os.replace(tmp, self.path)
+                _write_entry(out, key, members)
+        os.replace(self.path + ".tmp", self.path)
+
+
+def _write_entry(handle: BinaryIO, key: str, members: list[tuple[str, bytes]]) -> list[tuple[str, int, int]]:
+    """A member journal's entry for one file; returns (name, offset, size) of each member."""
+    header = dumps({"key": key, "members": [[name, len(data)] for name, data in members]})
+    at = handle.tell() + len(header)
+    handle.write(header)
+    placed = []
+    for name, data in members:
+        handle.write(data)
+        placed.append((name, at, len(data)))
+        at += len(data)
+    return placed
 
 
 class ShardSink:
@@ -259,9 +262,9 @@ class ShardSink:
         self.errors_path = os.path.join(folder, errors_name(shard))
         self.journal = _Journal(os.path.join(folder, journal_name(shard, fmt)))
         self.errors = _Journal(self.errors_path + ".partial")
-        self.members_name = f"{members}/{shard}.tar" if members else None
-        self.members_path = os.path.join(folder, members, f"{shard}.tar") if members else None
-        self.members = _MemberJournal(self.members_path + ".partial") if self.members_path else None
+        self.members_name = f"{members}/{shard}.tar" if members else ""  # its path in the marker
+        self.members_path = os.path.join(folder, members, f"{shard}.tar") if members else ""
+        self.members = _MemberJournal(self.members_path + ".partial") if members else None
 
     def open(self, retry_errors: bool = False, previous: dict[str, Any] | None = None) -> set[str]:
         """Prepare to append; returns the keys already written (errors too, unless retried).
@@ -273,7 +276,7 @@ class ShardSink:
         if previous is not None and not os.path.exists(self.errors.path) and os.path.exists(self.errors_path):
             os.replace(self.errors_path, self.errors.path)
         if self.members is not None and previous is not None and not os.path.exists(self.members.path) \
-                and self.members_path is not None and os.path.exists(self.members_path):
+                and os.path.exists(self.members_path):
             self._members_from_final()
         self.journal.open(keep=True)
         self.errors.open(keep=not retry_errors)
@@ -343,26 +346,23 @@ class ShardSink:
         counts["output"] = file_digest(self.path)
         if self.file_key != "key":  # (status --check finds each record's file by it)
             counts["file_key"] = self.file_key
-        if self.members is not None and self.members_path is not None:
-            written: list[int] = []
-            _replace(self.members_path, lambda tmp: written.append(self.members.write_tar(tmp, kept)))
-            counts["members"] = {"file": self.members_name, "count": written[0], **file_digest(self.members_path)}
+        if self.members is not None:
+            members = self.members
+            count = _replace(self.members_path, lambda tmp: members.write_tar(tmp, kept))
+            counts["members"] = {"file": self.members_name, "count": count, **file_digest(self.members_path)}
         return counts
 
-    def _paths(self) -> list[str]:
-        paths = [self.path, self.errors_path, self.journal.path, self.errors.path]
-        if self.members is not None and self.members_path is not None:
-            paths += [self.members_path, self.members.path]
-        return paths
+    def _journals(self) -> list[str]:
+        return [self.journal.path, self.errors.path] + ([self.members.path] if self.members is not None else [])
 
     def discard(self) -> None:
         """Remove the shard's files, to write it again from nothing."""
-        for path in self._paths():
-            if os.path.exists(path):
+        for path in [self.path, self.errors_path, self.members_path] + self._journals():
+            if path and os.path.exists(path):
                 os.unlink(path)
 
     def cleanup(self) -> None:
-        for path in (self.journal.path, self.errors.path) + ((self.members.path,) if self.members else ()):
+        for path in self._journals():
             if os.path.exists(path):
                 os.unlink(path)
 
@@ -383,7 +383,7 @@ class ShardSink:
     def _members_from_final(self) -> None:
         """The members journal of a finished shard, from its tar (sample names mapped to file keys
         through the final file's records)."""
-        assert self.members is not None and self.members_path is not None
+        assert self.members is not None
         file_keys = {sample_name(r["key"]): r[self.file_key] for r in self.fmt.read(self.path)} \
             if os.path.exists(self.path) else {}
         self.members.from_tar(self.members_path, file_keys)
@@ -396,7 +396,9 @@ def _write_lines(path: str, lines: list[bytes]) -> None:
         os.fsync(handle.fileno())
 
 
-def _replace(path: str, write) -> None:
+def _replace(path: str, write) -> Any:
+    """``write(tmp)``, then ``tmp`` renamed to ``path``; returns what ``write`` returned."""
     tmp = path + ".tmp"
-    write(tmp)
+    result = write(tmp)
     os.replace(tmp, path)
+    return result

@@ -31,10 +31,11 @@ import numpy as np
 from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
+from audiomill.sinks.journal import dumps
 from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.perfile import PerFileStage
 from audiomill.vad import (BACKENDS, RATE, Backend, Levels, VadOptions, amela_record, amela_statistics,
-                           plan_segments, segments)
+                           plan_segments, segments, to_int16)
 
 WINDOW = 1024 * 512  # samples a window: a whole number of frames for every backend (32.8 s)
 STATISTICS = ("max-spoken", "min-spoken", "avg-spoken", "max-nospch", "min-nospch", "avg-nospch", "spch-ratio")
@@ -118,12 +119,6 @@ class VadSettings:
         return VadOptions(self.threshold, self.neg_threshold, self.min_speech, self.min_silence, self.speech_pad)
 
 
-def pcm16(samples: np.ndarray) -> np.ndarray:
-    """Float samples as 16-bit PCM, clipped: the inverse of reading 16-bit audio as float (x / 32768), so a
-    16-bit source at 16 kHz is written back sample for sample."""
-    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
-
-
 @dataclass
 class _File:
     ticket: int
@@ -188,7 +183,7 @@ class VadStage(PerFileStage):
             state.stream.push(samples)
             state.levels.push(samples)
             if state.audio is not None:
-                state.audio.append(pcm16(samples))
+                state.audio.append(to_int16(samples, 32768.0))  # a 16-bit 16 kHz source: its own samples
             if not last:
                 return []
             state.done = True
@@ -241,8 +236,8 @@ class VadStage(PerFileStage):
             cut = samples[start : start + int(round(record["duration"] * RATE))]
             buffer = io.BytesIO()
             soundfile.write(buffer, cut, RATE, format=AUDIO_FORMATS[kind], subtype="PCM_16")
-            text = json.dumps({**record, "sample_rate": RATE}, ensure_ascii=False, separators=(",", ":"))
-            members += [(record["key"], kind, buffer.getvalue()), (record["key"], "json", text.encode("utf-8"))]
+            members += [(record["key"], kind, buffer.getvalue()),
+                        (record["key"], "json", dumps({**record, "sample_rate": RATE}))]
         return members
 
     def fail(self, state: _File, reason: str) -> list[FileOutput]:
