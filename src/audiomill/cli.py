@@ -66,6 +66,27 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
                         help="read only files (and tar members) with these extensions as audio, e.g. "
                              "flac,opus (default: every one libsndfile or FFmpeg reads: mp3, wav, flac, ogg, opus, "
                              "m4a, aac, webm, wma, aiff, caf, wv and more)")
+    parser.add_argument("--audio-column", default="audio", metavar="NAME",
+                        help="hf: inputs: the column of audio (datasets' Audio feature, read as bytes, or a path)")
+    parser.add_argument("--text-column", default=None, metavar="NAME",
+                        help="hf: inputs: the column written as the record's 'text'")
+    parser.add_argument("--speaker-column", default=None, metavar="NAME",
+                        help="hf: inputs: the column written as the record's 'speaker'")
+    parser.add_argument("--id-column", default=None, metavar="NAME",
+                        help="hf: inputs: the column that is each row's key (default: the row's index in its split)")
+    parser.add_argument("--add", action="append", default=None, metavar="KEY=VALUE", type=_constant,
+                        help="a constant put into every record, e.g. --add lang=en (repeatable)")
+
+
+def _constant(text: str) -> str:
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
+def _constants(pairs: list[str] | None) -> dict[str, str]:
+    return {key.strip(): value for key, _, value in (pair.partition("=") for pair in pairs or ())}
 
 
 def _extension_list(text: str) -> list[str]:
@@ -200,7 +221,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, inputs: str, out_required: b
     """The flags of every command that runs stages over inputs (tokenize, vad, run)."""
     parser.add_argument("inputs", nargs=inputs, metavar="INPUT",
                         help="tar shards (WebDataset layout), folders of audio or of tar shards, JSONL manifests "
-                             "(audiomill vad's among them), or globs")
+                             "(audiomill vad's among them), globs, or Hugging Face datasets: hf:FOLDER (save_to_disk; "
+                             "hf:FOLDER:SPLIT for one split), hf:FILE.parquet, hf:FILE.arrow, "
+                             "hf:HUB_ID[:CONFIG[:SPLIT]] (from the local cache)")
     parser.add_argument("--out", "-o", required=out_required, help="output folder (created if missing)")
     parser.add_argument("--format", default="jsonl", choices=("jsonl", "jsonl.gz", "parquet"),
                         help="output format of each shard: JSON Lines, gzipped JSON Lines, or Parquet (zstd; needs "
@@ -551,6 +574,7 @@ def _config_from_args(args: argparse.Namespace):
 
     fields = RunConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields}
+    values["add"] = _constants(getattr(args, "add", None))
     if getattr(args, "codec_option", None):
         values["codec_options"] = codec_options_of(args.codec_option)
     return RunConfig(**values)
@@ -643,8 +667,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.inputs:  # sliced as the plan slices them, unless told otherwise
         per_shard = args.files_per_shard or (folder.read_plan()["config"].get("files_per_shard", 1000)
                                              if folder.exists() else 1000)
-        extensions = args.extensions or (folder.read_plan()["config"].get("extensions") if folder.exists() else None)
-        shards = discover_shards(args.inputs, per_shard, args.start, args.end, extensions=extensions)
+        config = folder.read_plan()["config"] if folder.exists() else {}
+        extensions = args.extensions or config.get("extensions")
+        shards = discover_shards(args.inputs, per_shard, args.start, args.end, extensions=extensions,
+                                 columns=_columns(args, config))
     elif folder.exists():
         shards = folder.shards()
     else:
@@ -690,6 +716,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FATAL if summary["problems"] else EXIT_OK
 
 
+def _columns(args: argparse.Namespace, config: dict):
+    """The hf: column flags, else the plan's."""
+    from audiomill.sources.hf import Columns
+
+    return Columns(*(getattr(args, f"{role}_column", None) or config.get(f"{role}_column")
+                     for role in ("audio", "text", "speaker", "id")))
+
+
 def _print_tasks(tasks: list[dict], show_all: bool) -> None:
     """Cluster tasks: counts by state, then the running, lost and crashed ones (all with --all)."""
     import time
@@ -718,7 +752,8 @@ def _print_tasks(tasks: list[dict], show_all: bool) -> None:
 def cmd_shards(args: argparse.Namespace) -> int:
     from audiomill.sources.discover import discover_shards
 
-    for shard in discover_shards(args.inputs, args.files_per_shard, args.start, args.end, extensions=args.extensions):
+    for shard in discover_shards(args.inputs, args.files_per_shard, args.start, args.end, extensions=args.extensions,
+                                 columns=_columns(args, {})):
         extent = "" if shard.count is None else f"\t[{shard.start}, {shard.start + shard.count})"
         print(f"{shard.name}\t{shard.kind}\t{shard.path}{extent}")
     return EXIT_OK

@@ -15,7 +15,8 @@ from audiomill.errors import UsageError
 
 # Run-wide fields whose change would change what is written: a run may not reuse an output folder
 # made with other values. (A stage's own settings are compared stage by stage.)
-OUTPUT_FIELDS = ("files_per_shard", "format", "extensions")
+OUTPUT_FIELDS = ("files_per_shard", "format", "extensions", "audio_column", "text_column", "speaker_column", "id_column",
+                 "add")
 
 # The flags of a tokenize stage, as run-wide defaults (a [[stage]] table may set each of them).
 TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
@@ -45,6 +46,11 @@ class RunConfig:
     batching: str = "exact"  # or "padded": see stages.tokenize
     files_per_shard: int = 1000
     extensions: list[str] | None = None  # --extensions: the files to read as audio (None: all FFmpeg reads)
+    audio_column: str = "audio"  # hf: inputs (see sources.hf)
+    text_column: str | None = None
+    speaker_column: str | None = None
+    id_column: str | None = None
+    add: dict[str, str] = field(default_factory=dict)  # --add KEY=VALUE: constants in every record
     decode_workers: int = 0
     precision: str = "fp32"
     compile: bool = False
@@ -81,6 +87,12 @@ class RunConfig:
     def from_json(cls, data: dict[str, Any]) -> "RunConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    def columns(self):
+        """What the columns of ``hf:`` inputs are."""
+        from audiomill.sources.hf import Columns
+
+        return Columns(self.audio_column or "audio", self.text_column, self.speaker_column, self.id_column)
 
     def stage_specs(self) -> list[dict[str, Any]]:
         """Per stage: ``{"group", "kind", "settings"}``, before any check (see runner.plan.prepare)."""

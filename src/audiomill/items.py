@@ -27,14 +27,19 @@ class Shard:
     offset: int = 0
     line: int = 0
     extensions: tuple[str, ...] | None = None  # --extensions: what is audio (None: the default set)
+    columns: tuple[tuple[str, str], ...] = ()  # a dataset's columns by role (audio, text, speaker, id): hf shards
+    add: tuple[tuple[str, str], ...] = ()  # --add KEY=VALUE: constants put into every item's metadata
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Shard":
+        data = dict(data)
         if data.get("extensions") is not None:
-            data = {**data, "extensions": tuple(data["extensions"])}
+            data["extensions"] = tuple(data["extensions"])
+        for name in ("columns", "add"):
+            data[name] = tuple(tuple(pair) for pair in data.get(name) or ())
         return cls(**data)
 
 

@@ -13,6 +13,7 @@ settings, the run's config and the versions of the packages that make the output
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib
 import os
@@ -71,7 +72,8 @@ def prepare(cfg: RunConfig) -> list[Shard]:
         try:  # folders and manifests are listed into the plan, once: see sources.listing
             listing = os.path.join(folder.state, "listing")
             os.makedirs(listing, exist_ok=True)
-            shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end, listing, cfg.extensions)
+            shards = discover_shards(cfg.inputs, cfg.files_per_shard, cfg.start, cfg.end, listing, cfg.extensions,
+                                     cfg.columns(), cfg.add)
             _freeze(folder, cfg, shards)
         except BaseException:
             if not planned:  # leave --out as it was found
@@ -138,7 +140,8 @@ def _same_output_fields(folder: OutputFolder, cfg: RunConfig) -> None:
     old_config = folder.read_plan().get("config", {})
     config = cfg.to_json()
     for name in OUTPUT_FIELDS:
-        default = RunConfig.__dataclass_fields__[name].default
+        spec = RunConfig.__dataclass_fields__[name]
+        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
         old, new = old_config.get(name, default), config[name]
         if old != new:
             flag = "--" + name.replace("_", "-")
@@ -149,6 +152,8 @@ def _same_output_fields(folder: OutputFolder, cfg: RunConfig) -> None:
 def _shown(flag: str, value: Any) -> str:
     if value is None:
         return f"the default {flag}"
+    if isinstance(value, dict):
+        return " ".join(f"{flag} {k}={v}" for k, v in value.items()) if value else f"no {flag}"
     return f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}"
 
 

@@ -29,6 +29,8 @@ def read_shard(shard: Shard, want: Want = lambda key: True) -> Iterator[Item | S
         if isinstance(item, SourceDamage):
             yield item
             continue
+        if shard.add:
+            item.meta = {**item.meta, **dict(shard.add)}
         if item.key in seen:
             item.error = item.error or f"duplicate key {item.key!r} in shard"
             item.key = f"{item.key}#dup{item.index}"
@@ -38,4 +40,4 @@ def read_shard(shard: Shard, want: Want = lambda key: True) -> Iterator[Item | S
 
 
 def _load_readers() -> None:
-    from audiomill.sources import directory, manifest, tar  # noqa: F401  (they register themselves)
+    from audiomill.sources import directory, hf, manifest, tar  # noqa: F401  (they register themselves)

@@ -4,7 +4,8 @@
 - ``x.flac`` (any audio file): one shard named ``x`` holding that file;
 - ``x.jsonl``: a manifest, sliced into shards of ``files_per_shard`` lines named ``x-00000``...;
 - a folder holding tar archives: one shard per archive;
-- any other folder: its audio files, recursively, sliced like a manifest.
+- any other folder: its audio files, recursively, sliced like a manifest;
+- ``hf:SPEC``: a Hugging Face dataset (see :mod:`audiomill.sources.hf`), sliced into shards of rows.
 Glob patterns are expanded if the shell did not do it. With a ``listing_dir`` (the plan's),
 folders and manifests are listed into it once and their shards read from the listing
 (see :mod:`audiomill.sources.listing`); a listing already there is used as it is.
@@ -17,6 +18,8 @@ import os
 import re
 from dataclasses import replace
 
+from typing import TYPE_CHECKING
+
 from audiomill.errors import UsageError
 from audiomill.items import Shard
 from audiomill.sources import listing as listings
@@ -25,6 +28,9 @@ from audiomill.sources.reader import audio_extensions, is_audio_name
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MANIFEST_SUFFIXES = (".jsonl", ".json")
 _NUMBER = re.compile(r"(\d+)$")
+
+if TYPE_CHECKING:
+    from audiomill.sources.hf import Columns
 
 
 def strip_suffix(name: str, suffixes: tuple[str, ...]) -> str:
@@ -43,7 +49,9 @@ def shard_number(name: str) -> int | None:
 def expand_inputs(inputs: list[str]) -> list[str]:
     paths: list[str] = []
     for raw in inputs:
-        if os.path.exists(raw):
+        if raw.startswith("hf:"):  # a dataset: resolved when its shards are made
+            paths.append(raw)
+        elif os.path.exists(raw):
             paths.append(raw)
         elif glob.has_magic(raw):
             matched = sorted(glob.glob(raw))
@@ -58,15 +66,28 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 def discover_shards(
     inputs: list[str], files_per_shard: int = 1000, start: int | None = None, end: int | None = None,
     listing_dir: str | None = None, extensions: list[str] | tuple[str, ...] | None = None,
+    columns: "Columns | None" = None, add: dict[str, str] | None = None,
 ) -> list[Shard]:
     """Every shard of ``inputs``; ``start``/``end`` (inclusive) keep numbered shards in range;
-    ``extensions`` (``--extensions``) the files read as audio, in folders and archives alike."""
+    ``extensions`` (``--extensions``) the files read as audio, in folders and archives alike;
+    ``columns`` what the columns of ``hf:`` datasets are; ``add`` constants for every item's metadata."""
+    from audiomill.sources import hf
+
     if files_per_shard < 1:
         raise UsageError("--files-per-shard must be at least 1")
     chosen = audio_extensions(extensions)
+    constants = tuple(sorted((add or {}).items()))
+    columns = columns or hf.Columns()
+    names: dict[str, str] = {}  # dataset shard stems taken, by dataset
     shards: list[Shard] = []
     for path in expand_inputs(inputs):
-        shards.extend(replace(shard, extensions=chosen)
+        if hf.is_hf(path):
+            for dataset in hf.resolve(path):
+                hf.check_columns(dataset, columns, path)
+                shards.extend(replace(shard, add=constants)
+                              for shard in hf.dataset_shards([dataset], files_per_shard, listing_dir, columns, names))
+            continue
+        shards.extend(replace(shard, extensions=chosen, add=constants)
                       for shard in _shards_of(os.path.abspath(path), files_per_shard, listing_dir, chosen))
     if start is not None or end is not None:
         lo = -1 if start is None else start
