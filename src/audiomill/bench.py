@@ -23,6 +23,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -60,6 +61,7 @@ class BenchConfig:
     json: bool = False
     stage: str = "tokenize"  # or "vad": the VAD ceiling, the decode ceiling and end to end
     backend: str = "silero"  # --stage vad
+    repeat: int = 3  # --stage vad: rounds of (end to end, decode ceiling, VAD ceiling); medians reported
 
 
 # -- the corpus ---------------------------------------------------------------------------------
@@ -153,14 +155,20 @@ class Bench:
         stage = VadStage(VadSettings(backend=cfg.backend))
         shards = self._shards()
         workers = cfg.decode_workers or default_decode_workers("cpu", 1)
-        end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
-        decode, windows = self._decode_ceiling(stage, shards, workers)
-        vad = self._vad_ceiling(stage, windows)
-        ceiling = min(vad, decode)
+        rounds = []
+        for _ in range(max(1, cfg.repeat)):  # side by side in time: the machine's speed drifts between runs
+            end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
+            decode, windows = self._decode_ceiling(stage, shards, workers)
+            vad = self._vad_ceiling(stage, windows)
+            rounds.append({"vad_ceiling": round(vad, 2), "decode_ceiling": round(decode, 2),
+                           "end_to_end": round(end_to_end, 2),
+                           "end_to_end_over_ceiling": round(end_to_end / min(vad, decode), 3)})
+        middle = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
         return {"stage": "vad", "backend": cfg.backend, "device": _device_name("cpu"), "cpu_cores": os.cpu_count(),
                 "decode_workers": workers, "corpus_files": len(windows), "corpus_audio_seconds": round(audio_seconds, 1),
-                "vad_ceiling": round(vad, 2), "decode_ceiling": round(decode, 2), "ceiling": round(ceiling, 2),
-                "end_to_end": round(end_to_end, 2), "end_to_end_over_ceiling": round(end_to_end / ceiling, 3),
+                "vad_ceiling": middle["vad_ceiling"], "decode_ceiling": middle["decode_ceiling"],
+                "ceiling": min(middle["vad_ceiling"], middle["decode_ceiling"]), "end_to_end": middle["end_to_end"],
+                "end_to_end_over_ceiling": middle["end_to_end_over_ceiling"], "rounds": rounds,
                 "peak_rss_mb": round(rss, 1), "decoder_peak_rss_mb": round(decoder_rss, 1),
                 "date": time.strftime("%Y-%m-%d")}
 
@@ -482,6 +490,8 @@ def _device_name(device: str) -> str:
 
 
 def format_vad_report(result: dict[str, Any]) -> str:
+    ratios = [f"{r['end_to_end_over_ceiling']:.2f}" for r in result.get("rounds", ())]
+    rounds = f"   (median of {len(ratios)} rounds: {', '.join(ratios)})" if len(ratios) > 1 else ""
     return "\n".join([
         f"audiomill bench --stage vad: {result['backend']} on {result['device']}, {result['corpus_files']} files, "
         f"{result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
@@ -490,7 +500,7 @@ def format_vad_report(result: dict[str, Any]) -> str:
         f"  {'VAD ceiling':<16}{result['vad_ceiling']:>18.1f}",
         f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
         f"  {'end to end':<16}{result['end_to_end']:>18.1f}", "",
-        f"  end to end / min(VAD, decode)  {result['end_to_end_over_ceiling']:.2f}",
+        f"  end to end / min(VAD, decode)  {result['end_to_end_over_ceiling']:.2f}" + rounds,
         f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB"])
 
 

@@ -92,7 +92,7 @@ def test_the_pool_sends_windows_through_shared_memory_and_a_replaced_decoder_get
         # killed at any moment (here: just as it begins a file) a decoder breaks only its own pipes:
         # its file is an error, the task it had not begun goes to its replacement, which has a ring of its own
         feeder = threading.Thread(target=lambda: [pool.submit(Task(t, paths[1], views=(0,))) for t in range(10, 16)])
-        feeder.start()  # (submit waits while each decoder has two tasks, as the runner's feeder thread does)
+        feeder.start()  # (submit waits while each decoder has its depth of tasks, as the runner's feeder thread does)
         worker = _begun(pool, 10)
         os.kill(pool.pids()[worker], signal.SIGKILL)
         got = _windows_for(pool, set(range(10, 16)), crashed={10})

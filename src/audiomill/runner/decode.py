@@ -239,8 +239,12 @@ def _decoder_main(worker: int, plans: list[WindowPlan], tasks, results, ring: tu
 
 
 class DecodePool:
-    """``workers`` decoding processes, each given at most ``depth`` tasks at a time; :meth:`get`
-    takes what they send.
+    """``workers`` decoding processes, each given at most ``depth`` tasks at a time (and, past its
+    first, at most ``held_bytes`` of files handed over as bytes); :meth:`get` takes what they send.
+
+    A task stays given until its ``done`` is taken, so a decoder works at most ``depth - 1`` files
+    ahead of what is consumed: with 2, a short file followed by a longer one left the consumer
+    waiting for the decoder (4 cut that wait in ``bench --stage vad`` from 0.3 to 0.1 s of a 3 s run).
 
     Each decoder has a pipe of its own each way: a decoder killed at any moment (mid-message
     included) breaks only its own pipes, where a queue shared by all would stay locked by it.
@@ -248,9 +252,10 @@ class DecodePool:
 
     ``plans`` are the views (one per distinct stage window plan); a task names those it needs."""
 
-    def __init__(self, workers: int, plans: list[WindowPlan], depth: int = 2) -> None:
+    def __init__(self, workers: int, plans: list[WindowPlan], depth: int = 4, held_bytes: int = 64 << 20) -> None:
         self.plans = list(plans)
         self.depth = depth
+        self.held_bytes = held_bytes
         self._ctx = mp.get_context("spawn")
         self._procs: list[Any] = [None] * workers
         self._to: list[Any] = [None] * workers  # the pool's end of each decoder's task pipe
@@ -284,17 +289,25 @@ class DecodePool:
     def submit(self, task: Task) -> None:
         """Give ``task`` to the decoder with the fewest; wait while every one has ``depth``."""
         with self._room:
-            while not self._closed and min(len(g) for g in self._given) >= self.depth:
+            while not self._closed and not any(self._has_room(g, task) for g in self._given):
                 self._room.wait(0.5)
             if self._closed:
                 return
-            worker = min(range(len(self._given)), key=lambda w: len(self._given[w]))
+            worker = min((w for w in range(len(self._given)) if self._has_room(self._given[w], task)),
+                         key=lambda w: len(self._given[w]))
             self._given[worker].append(task)
             pipe = self._to[worker]
         try:
             pipe.send(task)
         except OSError:  # it has just died: _reap gives the task to its replacement
             pass
+
+    def _has_room(self, given: list[Task], task: Task) -> bool:
+        if not given:
+            return True
+        held = sum(len(t.source) for t in given if isinstance(t.source, bytes))
+        size = len(task.source) if isinstance(task.source, bytes) else 0
+        return len(given) < self.depth and (not size or held + size <= self.held_bytes)
 
     def get(self, timeout: float) -> tuple | None:
         """The next message, or None after ``timeout`` seconds; replaces dead decoders as it goes."""
