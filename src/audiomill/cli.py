@@ -308,6 +308,10 @@ def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required:
                           "the others only clips of one length; padded: "
                           "clips of any length batch for every codec, so for the others codes near a clip's end "
                           "may differ (measure the share with 'audiomill bench --batching padded')")
+    tok.add_argument("--layout", choices=("snac-layers", "orpheus"), default=None,
+                     help="write the codes as another tool reads them instead of 'tokens': snac-layers (the SNAC "
+                          "pipeline's snac_layer_1..N, num_layers, token_lengths) or orpheus (SNAC 24 kHz as "
+                          "Orpheus-TTS' codes_list: 7 tokens a frame, offset 128266 + position * 4096)")
     _add_speed(tok)
     if config:
         _add_config(tok)

@@ -20,7 +20,7 @@ OUTPUT_FIELDS = ("files_per_shard", "format", "extensions", "audio_column", "tex
 
 # The flags of a tokenize stage, as run-wide defaults (a [[stage]] table may set each of them).
 TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "chunk_seconds", "overlap_seconds",
-                   "batch_seconds", "max_padding", "batching", "precision", "compile")
+                   "batch_seconds", "max_padding", "batching", "precision", "compile", "layout")
 
 # The flags of a vad stage (audiomill vad).
 VAD_FIELDS = ("backend", "threshold", "neg_threshold", "min_speech", "min_silence", "speech_pad", "hop", "segment",
@@ -54,6 +54,7 @@ class RunConfig:
     decode_workers: int = 0
     precision: str = "fp32"
     compile: bool = False
+    layout: str | None = None  # --layout: the codes in another tool's fields (see audiomill.layouts)
     retry_errors: bool = False
     start: int | None = None
     end: int | None = None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from audiomill.errors import UsageError
+from audiomill.layouts import tokens_of
 
 log = logging.getLogger("audiomill")
 
@@ -74,7 +75,7 @@ def records_of(files: list[str], fmt) -> Iterator[dict]:
     for name in files:
         try:
             for record in fmt.read(name):
-                if "tokens" in record:
+                if tokens_of(record) is not None:
                     yield record
         except (ValueError, OSError) as exc:
             raise UsageError(f"{name}: cannot read it as {fmt.name}: {exc}") from None
@@ -84,7 +85,7 @@ def codes_of(record: dict, codec) -> list:
     """A record's tokens as the codec's ``decode`` takes them: one tensor per level, then per-clip outputs."""
     import torch
 
-    tokens = record["tokens"]
+    tokens = tokens_of(record)
     levels = len(codec.frame_hops())
     if levels == len(tokens):  # one token list per level (SNAC, one-codebook codecs)
         codes = [torch.tensor(row)[None] for row in tokens]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from audiomill import layouts
 from audiomill.chunking import Window, stitch
 from audiomill.codecs import Codec
 from audiomill.errors import UsageError
@@ -27,7 +28,8 @@ from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS, batch_budget
 
 BATCHING_CHOICES = ("exact", "padded")
-RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error")
+RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error",
+            *layouts.FIELD_NAMES)
 
 @dataclass
 class TokenizeSettings:
@@ -44,6 +46,7 @@ class TokenizeSettings:
     batching: str = "exact"  # "padded": clips of any length batch, unmasked, where the codec cannot be exact
     precision: str = "fp32"
     compile: bool = False
+    layout: str | None = None  # the record's codes as another tool reads them (see audiomill.layouts)
     weights: str | None = None  # resolved when the plan is made (None: random)
 
     # settings that do not change what is written: a plan may be run again with others
@@ -109,11 +112,12 @@ def code_type(cardinality: int) -> str:
     return "int16" if cardinality <= 2**15 else "int32"
 
 
-def tokenize_fields(cardinality: int, clip_fields: tuple[str, ...] = ()) -> dict[str, str]:
+def tokenize_fields(cardinality: int, clip_fields: tuple[str, ...] = (), layout: str | None = None,
+                    levels: int = 0) -> dict[str, str]:
     """The fields of a tokenize record and their types (see :data:`audiomill.sinks.FIELD_TYPES`)."""
     return {"key": "string", "tar_file": "string", "audio_file": "string", "num_samples": "int64",
-            "sample_rate": "int64", "codec": "string", "tokens": f"list<list<{code_type(cardinality)}>>",
-            "token_shape": "list<int32>", **{name: "list<int32>" for name in clip_fields}}
+            "sample_rate": "int64", "codec": "string", **layouts.fields(layout, levels, code_type(cardinality)),
+            **{name: "list<int32>" for name in clip_fields}}
 
 
 class TokenizeStage(BatchedModelStage):
@@ -136,6 +140,7 @@ class TokenizeStage(BatchedModelStage):
         if cfg.model_path:
             cfg.model_path = os.path.abspath(cfg.model_path)
         info = codec_info(cfg.codec)
+        layouts.check(cfg.layout, cfg.codec)
         unknown = sorted(set(cfg.codec_options) - set(info.options))
         if unknown:
             raise UsageError(f"{cfg.codec} has no option {', '.join(unknown)}; its options: "
@@ -166,15 +171,16 @@ class TokenizeStage(BatchedModelStage):
         codec = codec or load_codec(cfg.codec, cfg.weights, device, cfg.codec_options)
         stage = cls(codec, cfg.chunk_seconds, cfg.overlap_seconds, cfg.batch_seconds or CPU_BATCH_SECONDS,
                     precision=cfg.precision, compile=cfg.compile, max_padding=cfg.max_padding,
-                    batching=cfg.batching)
+                    batching=cfg.batching, layout=cfg.layout)
         if not cfg.batch_seconds:
             stage.set_batch_seconds(batch_budget(stage, device))
         return stage
 
     def __init__(self, codec: Codec, window_seconds: float, overlap_seconds: float, batch_seconds: float,
                  precision: str = "fp32", compile: bool = False, pipeline: bool | None = None,
-                 max_padding: float = 0.5, batching: str = "exact") -> None:
+                 max_padding: float = 0.5, batching: str = "exact", layout: str | None = None) -> None:
         self.codec = codec
+        self.layout = layout
         # clips of any length batch together, zero-padded: always where the codec masks the padding
         # ("masked" codecs: every code exact), and for the others too with --batching padded (codes close)
         self.any_lengths = batching == "padded" or codec.batching == "masked"
@@ -182,7 +188,7 @@ class TokenizeStage(BatchedModelStage):
         self.name = codec.name
         self.featurizer = getattr(codec, "featurizer", None)  # computed in the decoders, where the codec has them
         self.clip_fields = tuple(getattr(codec, "clip_fields", ()))
-        self.fields = tokenize_fields(codec.cardinality, self.clip_fields)
+        self.fields = tokenize_fields(codec.cardinality, self.clip_fields, layout, len(codec.frame_hops()))
         super().__init__(codec.sample_rate, codec.alignment, window_seconds, overlap_seconds, batch_seconds,
                          getattr(codec, "device", "cpu"), precision, compile, pipeline, max_padding)
 
@@ -220,6 +226,6 @@ class TokenizeStage(BatchedModelStage):
                 tokens.append(level.tolist())
             else:  # [codebooks, frames]: one list per codebook
                 tokens.extend(row.tolist() for row in level)
-        record = make_record(state.item, self.codec.name, self.codec.sample_rate, state.num_samples, tokens,
-                             clip_outputs)
+        record = layouts.apply(self.layout, make_record(state.item, self.codec.name, self.codec.sample_rate,
+                                                        state.num_samples, tokens, clip_outputs))
         return FileOutput(state.ticket, state.item, [record], audio_seconds=state.num_samples / self.sample_rate)
