@@ -6,7 +6,10 @@ each as a Parquet file and as a save_to_disk folder. Each is tokenized by a fres
 in one shard (the worst case: one shard's order is kept whole), and the peak RSS of the largest
 process of its tree is printed with the ratio many/few. Acceptance (issue 16): <= 1.5.
 
-    python benchmarks/hf_memory.py [--few 200] [--many 20000] [--clip-seconds 1] [--json]
+    python benchmarks/hf_memory.py [--few 200] [--many 20000] [--clip-seconds 1] [--stage tokenize|vad] [--json]
+
+--stage vad runs `audiomill vad` (silero) instead of tokenize (tiny SNAC): the same source, reader
+and runner, at about a tenth of the CPU time per row.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -62,23 +66,34 @@ def main() -> int:
     parser.add_argument("--clip-seconds", type=float, default=1.0)
     parser.add_argument("--model-path", default=None, help="SNAC 24 kHz weights (default: tiny random config)")
     parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--stage", choices=("tokenize", "vad"), default="tokenize")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write", default=None, metavar="DIR", help=argparse.SUPPRESS)  # (the writing process)
+    parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write:
+        write_dataset(args.write, args.rows, args.clip_seconds)
+        return 0
 
     work = args.work_dir or tempfile.mkdtemp(prefix="audiomill-hf-memory-")
     model = args.model_path
-    if model is None:
+    if model is None and args.stage == "tokenize":
         from audiomill.codecs.snac import CONFIG_24KHZ, TINY, save_random
 
         model = save_random(os.path.join(work, "tiny-snac"), dict(CONFIG_24KHZ, **TINY))
-    result: dict = {"few_rows": args.few, "many_rows": args.many, "clip_seconds": args.clip_seconds}
+    result: dict = {"stage": args.stage, "few_rows": args.few, "many_rows": args.many, "clip_seconds": args.clip_seconds}
     for size, rows in (("few", args.few), ("many", args.many)):
-        inputs = write_dataset(os.path.join(work, size), rows, args.clip_seconds)
+        # written by a process of its own: a child forked from this one would start with (and keep as its
+        # ru_maxrss) whatever writing 20,000 rows left resident here
+        folder = os.path.join(work, size)
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--write", folder, "--rows", str(rows),
+                        "--clip-seconds", str(args.clip_seconds)], check=True, stdout=subprocess.DEVNULL)
+        inputs = {"parquet": f"hf:{os.path.join(folder, 'rows.parquet')}", "saved": f"hf:{os.path.join(folder, 'saved')}"}
         for kind, spec in inputs.items():
             out = os.path.join(work, f"out-{size}-{kind}")
-            rss, wall, _ = peak_rss_of_run(["tokenize", spec, "--out", out, "--model-path", model, "--text-column",
-                                            "sentence", "--add", "lang=en", "--files-per-shard", str(rows),
-                                            "--progress", "none"])
+            stage = ["tokenize", spec, "--model-path", model] if args.stage == "tokenize" else ["vad", spec]
+            rss, wall, _ = peak_rss_of_run([*stage, "--out", out, "--text-column", "sentence", "--add", "lang=en",
+                                            "--files-per-shard", str(rows), "--progress", "none"])
             result[f"{size}_{kind}_peak_rss_mb"] = round(rss, 1)
             result[f"{size}_{kind}_wall_seconds"] = round(wall, 1)
     for kind in ("parquet", "saved"):

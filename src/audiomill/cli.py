@@ -524,6 +524,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(be)
     be.set_defaults(func=cmd_bench)
 
+    pu = commands.add_parser(
+        "push", formatter_class=_Formatter, help="upload a finished output folder as a Hugging Face dataset",
+        description="Upload the complete shards of an output folder, with its dataset card (README.md, written\n"
+                    "again first: one config per stage), to a Hugging Face dataset repository, with\n"
+                    "huggingface_hub's resumable large-folder upload. Journals, temporary and state files, and\n"
+                    "shards not complete are never uploaded. Log in first (huggingface-cli login or HF_TOKEN).",
+    )
+    pu.add_argument("out", metavar="OUT", help="an audiomill output folder")
+    pu.add_argument("--repo", required=True, metavar="NAMESPACE/NAME", help="the dataset repository (created if missing)")
+    pu.add_argument("--private", action="store_true", help="create the repository private")
+    pu.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    pu.set_defaults(func=cmd_push)
+
     rs = commands.add_parser(
         "resynth", formatter_class=_Formatter, help="decode tokens back to WAV files, to listen to them",
         description="Decode the token records of a JSONL file (or of every shard of a tokenize output folder)\n"
@@ -792,6 +805,17 @@ def cmd_codecs(args: argparse.Namespace) -> int:
     print("\nbatching (by default every code is as if each clip were encoded alone):")
     for method, meaning in BATCHING.items():
         print(f"  {method:<13} {meaning}")
+    return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from audiomill.push import push
+
+    files = push(args.out, args.repo, args.private, args.dry_run)
+    if args.dry_run:
+        for name in files:
+            print(name)
+        print(f"{len(files)} files would be uploaded to {args.repo} (dry run: nothing was)", file=sys.stderr)
     return EXIT_OK
 
 

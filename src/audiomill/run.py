@@ -102,8 +102,11 @@ def run(cfg: RunConfig, slurm=None) -> int:
 
 
 def _after_run(cfg: RunConfig) -> None:
-    """What a stage kind makes of a run's complete shards once it ends (vad: its CSV and manifest)."""
+    """What a stage kind makes of a run's complete shards once it ends (vad: its CSV and manifest), and the
+    folder's dataset card (see :mod:`audiomill.card`)."""
     from audiomill.stages import stage_class
+
+    from audiomill.card import write_card
 
     folder = OutputFolder(cfg.out)
     for output in cfg.outputs:
@@ -113,6 +116,10 @@ def _after_run(cfg: RunConfig) -> None:
                 hook(folder, output["group"])
             except OSError as exc:  # the shards are written; only the summary is not
                 log.error("could not write %s's summary files: %s", output["group"] or output["kind"], exc)
+    try:  # the folder as a dataset: datasets.load_dataset(OUT) reads its complete shards
+        write_card(folder)
+    except OSError as exc:
+        log.error("could not write the dataset card %s/README.md: %s", cfg.out, exc)
 
 
 class _LogFile(logging.FileHandler):

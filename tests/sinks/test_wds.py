@@ -58,6 +58,6 @@ def test_wds_reads_back_with_webdataset_and_a_killed_run_gives_the_same_bytes(ac
     process.wait()
     assert run_audiomill(*args, "--out", str(out)).returncode == 3
     finals = sorted(n for n in os.listdir(reference) if not n.startswith("_"))
-    assert finals == ["000001.errors.jsonl", "000001.tar", "000002.tar"]
+    assert finals == ["000001.errors.jsonl", "000001.tar", "000002.tar", "README.md"]
     assert {n: (out / n).read_bytes() for n in finals} == {n: (reference / n).read_bytes() for n in finals}
     assert json.loads(run_audiomill("status", str(out), "--json", "--check-validity").stdout)["totals"]["problems"] == 0

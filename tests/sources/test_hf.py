@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -126,6 +128,23 @@ def test_each_kind_of_dataset_gives_the_records_of_the_same_audio_as_a_folder(ki
         assert (record["lang"], record["corpus"]) == ("en", "test")
         assert "id" not in record and "audio" not in record and "sentence" not in record
     assert len({json.dumps(r["tokens"]) for r in records.values()}) == len(records)  # the codes vary
+    if kind != "saved":
+        return
+    # the output is a dataset: its card's default config loads the complete shards, not the errors
+    import datasets
+
+    loaded = datasets.load_dataset(out, split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert loaded["key"] == [r["key"] for r in sorted(records.values(), key=lambda r: int(r["key"][3:]))]
+    assert loaded["tokens"] == [records[key]["tokens"] for key in loaded["key"]]
+    assert loaded["text"] == [records[key]["text"] for key in loaded["key"]]
+    # push --dry-run: the card and the complete shards' files, nothing half written, no state
+    with open(os.path.join(out, f"{stem}-00001.jsonl.partial"), "w") as handle:
+        handle.write('{"key": "half"')
+    done = subprocess.run([sys.executable, "-m", "audiomill", "push", out, "--repo", "me/cv-snac", "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["README.md", f"{stem}-00000.jsonl", f"{stem}-00000.errors.jsonl",
+                                        f"{stem}-00001.jsonl"]
 
 
 def test_row_index_is_the_key_without_an_id_column_and_bad_columns_fail_in_one_line(speech_rows, tiny_snac, tmp_path):

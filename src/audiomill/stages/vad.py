@@ -142,6 +142,7 @@ class VadStage(PerFileStage):
     needs: tuple[str, ...] = ()
     runtime_settings: tuple[str, ...] = ()
     cpu_only = True  # no GPU part: its workers are CPU workers
+    summary_files = ("vad.csv", "manifest.jsonl")  # what after_run writes beside the shards (push uploads them)
 
     @classmethod
     def check(cls, settings: dict[str, Any]) -> dict[str, Any]:

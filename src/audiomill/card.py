@@ -1,0 +1,115 @@
+"""The output folder as a Hugging Face dataset: its card (``README.md``), and what ``push`` uploads.
+
+When a run ends, ``<out>/README.md`` is written from the complete shards: YAML front matter with
+one config per stage (a one-stage run's is ``default``), whose ``train`` split names the final
+record files of that stage's complete shards, so that ``datasets.load_dataset(OUT)`` loads them
+and nothing half written. Error records, state and journals are never part of a config.
+
+:func:`finished_files` is what ``audiomill push`` uploads: the card, and per complete shard and
+stage the files its done marker names, its errors file, and a stage's summary files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from audiomill import __version__
+
+CARD = "README.md"
+
+
+def _complete_files(folder, group: str) -> list[str]:
+    """Final record files of the group's complete shards, relative to ``out``, in the plan's order."""
+    from audiomill.sinks import final_name
+
+    fmt = folder.format()
+    groups = folder.groups()
+    files = []
+    for shard in folder.shards():
+        if folder.complete(shard.name, groups, fmt):
+            files.append(os.path.join(group, final_name(shard.name, fmt)) if group else final_name(shard.name, fmt))
+    return files
+
+
+def card_text(folder) -> str:
+    plan = folder.read_plan()
+    outputs = plan.get("outputs") or [{"group": "", "kind": "tokenize", "settings": {}}]
+    lines = ["---", "configs:"]
+    described = []
+    for number, output in enumerate(outputs):
+        files = _complete_files(folder, output["group"])
+        if not files:
+            continue
+        lines.append(f"- config_name: {json.dumps(output['group'] or 'default')}")
+        if number == 0:
+            lines.append("  default: true")
+        lines += ["  data_files:", "  - split: train", "    path:"]
+        lines += [f"    - {json.dumps(path)}" for path in files]
+        described.append(_describe(output, len(files)))
+    if len(lines) == 2:
+        lines[1] = "configs: []"
+    lines += ["tags:", "- audio", "- audiomill", "---", "",
+              "# Records made by audiomill", "",
+              f"Made by [audiomill](https://pypi.org/project/audiomill/) {__version__} from "
+              f"{len(plan.get('shards', []))} shards ({plan.get('format', 'jsonl')} files):", ""]
+    lines += [f"- {line}" for line in described]
+    lines += ["", "Records of files that could not be read are in `*.errors.jsonl`, beside each shard's file; "
+                  "they are not part of any config.", ""]
+    return "\n".join(lines)
+
+
+def _describe(output: dict[str, Any], shards: int) -> str:
+    settings = output.get("settings") or {}
+    name = f"`{output['group']}`: " if output["group"] else ""
+    if output["kind"] == "tokenize":
+        what = f"{settings.get('codec', '?')} codes"
+        if settings.get("layout"):
+            what += f" in the {settings['layout']} layout"
+    elif output["kind"] == "vad":
+        what = f"voice activity ({settings.get('backend', '?')})"
+    else:
+        what = output["kind"]
+    return f"{name}{what}, {shards} complete shards"
+
+
+def write_card(folder) -> str:
+    """``<out>/README.md`` for the complete shards, written whole and renamed into place."""
+    path = os.path.join(folder.out, CARD)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(card_text(folder))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def finished_files(folder) -> list[str]:
+    """What ``push`` uploads, relative to ``out``: the card, then each complete shard's files in every
+    stage (those its done marker names, its errors file) and each stage's summary files."""
+    from audiomill.sinks import errors_name, final_name
+    from audiomill.stages import stage_class
+
+    fmt = folder.format()
+    groups = folder.groups()
+    files = [CARD] if os.path.isfile(os.path.join(folder.out, CARD)) else []
+    for group in groups:
+        where = folder.group_dir(group)
+        for shard in folder.shards():
+            if not folder.complete(shard.name, groups, fmt):
+                continue
+            stats = folder.done_stats(shard.name, group) or {}
+            named = [final_name(shard.name, fmt)]
+            if stats.get("errors"):
+                named.append(errors_name(shard.name))
+            members = stats.get("members")
+            if isinstance(members, dict) and members.get("file"):
+                named.append(members["file"])
+            files += [os.path.relpath(os.path.join(where, name), folder.out) for name in named]
+        kinds = {o["group"]: o["kind"] for o in folder.read_plan().get("outputs", [])}
+        for summary in getattr(stage_class(kinds.get(group, "tokenize")), "summary_files", ()):
+            if os.path.isfile(os.path.join(where, summary)):
+                files.append(os.path.relpath(os.path.join(where, summary), folder.out))
+    return files
