@@ -37,6 +37,7 @@ from audiomill.sources.reader import Want, register
 
 PREFIX = "hf:"
 BATCH_ROWS = 64  # rows decoded from Arrow at once: a few MB of audio bytes
+REMAP_BYTES = 64 << 20  # an Arrow file is mapped afresh after this much has been read from it
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -290,22 +291,35 @@ def _batches(path: str, first: int, columns: list[str]) -> Iterator:
                 yield batch.slice(skip)
                 skip = 0
         return
-    with pa.memory_map(path) as source:
-        try:
-            reader = pa.ipc.open_stream(source)
-            batches = iter(reader)
-        except pa.ArrowInvalid:
-            opened = pa.ipc.open_file(source)
-            batches = (opened.get_batch(i) for i in range(opened.num_record_batches))
-        skip = first
-        for batch in batches:
-            if skip >= batch.num_rows:
-                skip -= batch.num_rows
-                continue
-            batch = batch.select(columns)
-            for start in range(skip, batch.num_rows, BATCH_ROWS):
-                yield batch.slice(start, BATCH_ROWS)
-            skip = 0
+    position = first
+    while True:  # a fresh map every REMAP_BYTES: pages read stay resident while their map is open
+        with pa.memory_map(path) as source:
+            reader = opened = None
+            try:
+                reader = pa.ipc.open_stream(source)
+                batches = iter(reader)
+            except pa.ArrowInvalid:
+                opened = pa.ipc.open_file(source)
+                batches = (opened.get_batch(i) for i in range(opened.num_record_batches))
+            skip, mapped, more = position, 0, False
+            batch = piece = None
+            for batch in batches:  # (skipping a batch reads only its metadata)
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                batch = batch.select(columns)
+                for start in range(skip, batch.num_rows, BATCH_ROWS):
+                    piece = batch.slice(start, BATCH_ROWS)
+                    yield piece  # (taken whole before the next is asked for: the map may close after it)
+                    position += piece.num_rows
+                    mapped += piece.nbytes
+                skip = 0
+                if mapped >= REMAP_BYTES:
+                    more = True
+                    break
+            batches = batch = piece = reader = opened = None  # nothing holds the map: it is unmapped as it closes
+        if not more:
+            return
 
 
 def _plain(value):
