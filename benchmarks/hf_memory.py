@@ -81,14 +81,16 @@ def main() -> int:
         from audiomill.codecs.snac import CONFIG_24KHZ, TINY, save_random
 
         model = save_random(os.path.join(work, "tiny-snac"), dict(CONFIG_24KHZ, **TINY))
-    result: dict = {"stage": args.stage, "few_rows": args.few, "many_rows": args.many, "clip_seconds": args.clip_seconds}
+    result: dict = {"stage": args.stage, "few_rows": args.few, "many_rows": args.many,
+                    "clip_seconds": args.clip_seconds}
     for size, rows in (("few", args.few), ("many", args.many)):
         # written by a process of its own: a child forked from this one would start with (and keep as its
         # ru_maxrss) whatever writing 20,000 rows left resident here
         folder = os.path.join(work, size)
         subprocess.run([sys.executable, os.path.abspath(__file__), "--write", folder, "--rows", str(rows),
                         "--clip-seconds", str(args.clip_seconds)], check=True, stdout=subprocess.DEVNULL)
-        inputs = {"parquet": f"hf:{os.path.join(folder, 'rows.parquet')}", "saved": f"hf:{os.path.join(folder, 'saved')}"}
+        inputs = {"parquet": f"hf:{os.path.join(folder, 'rows.parquet')}",
+                  "saved": f"hf:{os.path.join(folder, 'saved')}"}
         for kind, spec in inputs.items():
             out = os.path.join(work, f"out-{size}-{kind}")
             stage = ["tokenize", spec, "--model-path", model] if args.stage == "tokenize" else ["vad", spec]
@@ -97,7 +99,8 @@ def main() -> int:
             result[f"{size}_{kind}_peak_rss_mb"] = round(rss, 1)
             result[f"{size}_{kind}_wall_seconds"] = round(wall, 1)
     for kind in ("parquet", "saved"):
-        result[f"{kind}_many_over_few"] = round(result[f"many_{kind}_peak_rss_mb"] / result[f"few_{kind}_peak_rss_mb"], 3)
+        many, few = result[f"many_{kind}_peak_rss_mb"], result[f"few_{kind}_peak_rss_mb"]
+        result[f"{kind}_many_over_few"] = round(many / few, 3)
     if args.json:
         print(json.dumps(result))
     else:

@@ -95,7 +95,8 @@ def _differences(records: list[dict], others: list[dict]) -> list[str]:
                 found.append(f"{record['key']}: {len(frames)} codes differ, first (level, frame) {frames[:5]}, "
                              f"of {[len(level) for level in record[field]]} frames")
             else:
-                found.append(f"{record.get('key')}: {field} {str(record.get(field))[:80]} != {str(other.get(field))[:80]}")
+                found.append(f"{record.get('key')}: {field} {str(record.get(field))[:80]} != "
+                             f"{str(other.get(field))[:80]}")
     return found + ([f"{len(records)} records != {len(others)}"] if len(records) != len(others) else [])
 
 

@@ -16,22 +16,20 @@ import sys
 import pytest
 
 from audiomill.cli import main
-
-
-def run_cli(args: list[str]) -> tuple[int, str]:
-    import subprocess
-    import sys
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(args[args.index("--out") + 1] + ".hf-home")}
-    done = subprocess.run([sys.executable, "-m", "audiomill", *args], capture_output=True, text=True, timeout=120,
-                          env=env)
-    return done.returncode, done.stderr
 from audiomill.corpus import SENTENCES, encode_audio, speak
 
 pytest.importorskip("datasets")
 
 CLIPS = [("mp3", 44100), ("flac", 48000), ("wav", 16000), ("ogg", 22050), ("mp3", 24000), ("flac", 16000)]
 BROKEN = 3  # the row whose audio bytes are not audio
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    """audiomill in a process of its own, offline: (exit status, stderr)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": args[args.index("--out") + 1] + ".hf-home"}
+    done = subprocess.run([sys.executable, "-m", "audiomill", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+    return done.returncode, done.stderr
 
 
 def _audio_table(rows: list[dict]):
@@ -68,8 +66,9 @@ def speech_rows(tmp_path_factory) -> dict:
             data = b"\xff\xfb broken mp3 frames " * 40
         else:
             (folder / f"{ident}.{extension}").write_bytes(data)
-        rows.append({"id": ident, "bytes": data, "path": f"{ident}.{extension}", "sentence": SENTENCES[number % len(SENTENCES)],
-                     "client": f"speaker{number % 2}", "up_votes": number})
+        rows.append({"id": ident, "bytes": data, "path": f"{ident}.{extension}",
+                     "sentence": SENTENCES[number % len(SENTENCES)], "client": f"speaker{number % 2}",
+                     "up_votes": number})
     table = _audio_table(rows)
     saved = root / "saved"
     dataset = datasets.Dataset(table)

@@ -17,7 +17,6 @@ import glob
 import os
 import re
 from dataclasses import replace
-
 from typing import TYPE_CHECKING
 
 from audiomill.errors import UsageError
