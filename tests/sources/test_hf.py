@@ -196,3 +196,35 @@ def test_two_datasets_of_one_name_and_one_given_twice_write_distinct_shards(spee
     [other] = [n for n in names if n != "corpus-00000.jsonl"]
     assert keys[other] == ["utt4", "utt5"] and other.startswith("corpus-")
     assert main(["tokenize", *args]) == 0  # a rerun: the same shards, complete
+
+
+def _hub_cache(home: str, repo: str, parquet: str) -> None:
+    """``repo`` in a datasets cache under ``home``, laid out as a download of it leaves it
+    (``<namespace>___<name>/<config>/<version>/<hash>/<name>-<split>.arrow``)."""
+    import glob
+    import shutil
+
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    namespace, name = repo.split("/")
+    cache = os.path.join(home, "datasets")
+    Parquet(cache_dir=cache, dataset_name=name, data_files={"train": parquet}, hash="0123abcd",
+            config_name="default").download_and_prepare()
+    [prepared] = glob.glob(os.path.join(cache, name, "default-*"))
+    os.makedirs(os.path.join(cache, f"{namespace}___{name}"))
+    shutil.move(prepared, os.path.join(cache, f"{namespace}___{name}", "default"))
+
+
+def test_a_hub_id_is_read_from_the_local_cache_offline(speech_rows, folder_records, tiny_snac, tmp_path):
+    home = str(tmp_path / "hf-home")
+    _hub_cache(home, "someone/speech", speech_rows["parquet"])
+    out = str(tmp_path / "out")
+    done = subprocess.run([sys.executable, "-m", "audiomill", "tokenize", "hf:someone/speech:default:train", "--out",
+                           out, "--model-path", tiny_snac, "--id-column", "id", "--progress", "none"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HOME": home, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 3, done.stderr
+    records, errors = _records(out)
+    assert sorted(os.listdir(out))[0] == "README.md" and "someone__speech-default-train-00000.jsonl" in os.listdir(out)
+    assert list(errors) == [speech_rows["rows"][BROKEN]["id"]]
+    assert {k: r["tokens"] for k, r in records.items()} == {k: r["tokens"] for k, r in folder_records.items()}
