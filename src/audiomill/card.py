@@ -107,6 +107,9 @@ def finished_files(folder) -> list[str]:
             members = stats.get("members")
             if isinstance(members, dict) and members.get("file"):
                 named.append(members["file"])
+            parts = getattr(fmt, "parts", None)  # files a format writes beside its final one (npy)
+            if parts is not None:
+                named += [os.path.relpath(p, where) for p in parts(os.path.join(where, named[0]))]
             files += [os.path.relpath(os.path.join(where, name), folder.out) for name in named]
         kinds = {o["group"]: o["kind"] for o in folder.read_plan().get("outputs", [])}
         for summary in getattr(stage_class(kinds.get(group, "tokenize")), "summary_files", ()):

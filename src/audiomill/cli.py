@@ -225,10 +225,11 @@ def _add_run_flags(parser: argparse.ArgumentParser, inputs: str, out_required: b
                              "hf:FOLDER:SPLIT for one split), hf:FILE.parquet, hf:FILE.arrow, "
                              "hf:HUB_ID[:CONFIG[:SPLIT]] (from the local cache)")
     parser.add_argument("--out", "-o", required=out_required, help="output folder (created if missing)")
-    parser.add_argument("--format", default="jsonl", choices=("jsonl", "jsonl.gz", "parquet", "wds"),
+    parser.add_argument("--format", default="jsonl", choices=("jsonl", "jsonl.gz", "parquet", "wds", "npy"),
                         help="output format of each shard: JSON Lines, gzipped JSON Lines, Parquet (zstd; needs "
-                             "pyarrow), or wds (a WebDataset tar: <key>.codes.npy + <key>.json a sample). Error "
-                             "records are JSON Lines in every format")
+                             "pyarrow), wds (a WebDataset tar: <key>.codes.npy + <key>.json a sample), or npy "
+                             "(<shard>/<key>.npy a record, and the records in <shard>.npy.jsonl). Error records "
+                             "are JSON Lines in every format")
     parser.add_argument("--devices", default=devices,
                         help="'auto'/'all' (one worker per visible GPU, else one CPU worker), 'cpu', 'cpu:N' "
                              "(N CPU workers), or GPU indices such as '0,1,3'")

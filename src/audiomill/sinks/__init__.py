@@ -3,7 +3,7 @@
 A stage's records first go, append-only, to the shard's journal (:mod:`.journal`), which
 survives a kill at any moment; finishing the shard writes the final file in the chosen
 format, in the shard's order, to a temporary name renamed into place. Formats register
-themselves by name (``jsonl``, ``jsonl.gz``, ``parquet``, ``wds``), and that name is written into
+themselves by name (``jsonl``, ``jsonl.gz``, ``parquet``, ``wds``, ``npy``), and that name is written into
 the plan, so every reader (status, resynth, retries) finds the files through here.
 A sink knows records, keys and declared field types, never codecs or sources.
 """
@@ -45,7 +45,7 @@ class SchemaStore(Protocol):
 
 
 _FORMATS = {"jsonl": "audiomill.sinks.jsonl", "jsonl.gz": "audiomill.sinks.jsonl", "parquet": "audiomill.sinks.parquet",
-            "wds": "audiomill.sinks.wds"}
+            "wds": "audiomill.sinks.wds", "npy": "audiomill.sinks.npy"}
 
 
 def format_names() -> tuple[str, ...]:
