@@ -27,9 +27,13 @@ def _complete_files(folder, group: str) -> list[str]:
     fmt = folder.format()
     groups = folder.groups()
     files = []
+    where = folder.group_dir(group)
     for shard in folder.shards():
-        if folder.complete(shard.name, groups, fmt):
-            files.append(os.path.join(group, final_name(shard.name, fmt)) if group else final_name(shard.name, fmt))
+        if not folder.complete(shard.name, groups, fmt):
+            continue
+        final = os.path.join(where, final_name(shard.name, fmt))
+        named = fmt.parts(final) if getattr(fmt, "data_in_parts", False) else [final]  # (--lines-per-file)
+        files += [os.path.relpath(path, folder.out) for path in named]
     return files
 
 

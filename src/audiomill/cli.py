@@ -230,6 +230,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, inputs: str, out_required: b
                              "pyarrow), wds (a WebDataset tar: <key>.codes.npy + <key>.json a sample), or npy "
                              "(<shard>/<key>.npy a record, and the records in <shard>.npy.jsonl). Error records "
                              "are JSON Lines in every format")
+    parser.add_argument("--lines-per-file", type=_non_negative(int), default=0, metavar="N",
+                        help="write each shard's records in files of at most N records: <shard>-00000.<ext>, "
+                             "<shard>-00001.<ext>, ... (and the list of them, <shard>.parts.json, last); 0: one file")
     parser.add_argument("--devices", default=devices,
                         help="'auto'/'all' (one worker per visible GPU, else one CPU worker), 'cpu', 'cpu:N' "
                              "(N CPU workers), or GPU indices such as '0,1,3'")

@@ -15,7 +15,7 @@ from audiomill.errors import UsageError
 
 # Run-wide fields whose change would change what is written: a run may not reuse an output folder
 # made with other values. (A stage's own settings are compared stage by stage.)
-OUTPUT_FIELDS = ("files_per_shard", "format", "extensions", "audio_column", "text_column", "speaker_column", "id_column",
+OUTPUT_FIELDS = ("files_per_shard", "format", "lines_per_file", "extensions", "audio_column", "text_column", "speaker_column", "id_column",
                  "add")
 
 # The flags of a tokenize stage, as run-wide defaults (a [[stage]] table may set each of them).
@@ -45,6 +45,7 @@ class RunConfig:
     max_padding: float = 0.5
     batching: str = "exact"  # or "padded": see stages.tokenize
     files_per_shard: int = 1000
+    lines_per_file: int = 0  # --lines-per-file: a shard's records in files of at most this many (0: one file)
     extensions: list[str] | None = None  # --extensions: the files to read as audio (None: all FFmpeg reads)
     audio_column: str = "audio"  # hf: inputs (see sources.hf)
     text_column: str | None = None

@@ -41,6 +41,8 @@ def prepare(cfg: RunConfig) -> list[Shard]:
     from audiomill.stages import stage_class
 
     cfg.out = os.path.abspath(cfg.out)
+    base = cfg.format.split("@")[0]  # --lines-per-file N: the format is named <format>@N (see sinks.rotated)
+    cfg.format = f"{base}@{cfg.lines_per_file}" if cfg.lines_per_file else base
     if cfg.executor != "local" and cfg.retry_errors:
         raise UsageError("--retry-errors works with --executor local only: run it on one node, then go on "
                          f"with --executor {cfg.executor}")
@@ -143,6 +145,8 @@ def _same_output_fields(folder: OutputFolder, cfg: RunConfig) -> None:
         spec = RunConfig.__dataclass_fields__[name]
         default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
         old, new = old_config.get(name, default), config[name]
+        if name == "format":  # (its "@N" is --lines-per-file's, compared on its own)
+            old, new = str(old).split("@")[0], str(new).split("@")[0]
         if old != new:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{cfg.out} was made with {_shown(flag, old)}, not {_shown(flag, new)}: use another "
