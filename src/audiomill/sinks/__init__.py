@@ -46,6 +46,7 @@ class SchemaStore(Protocol):
 
 _FORMATS = {"jsonl": "audiomill.sinks.jsonl", "jsonl.gz": "audiomill.sinks.jsonl", "parquet": "audiomill.sinks.parquet",
             "wds": "audiomill.sinks.wds", "npy": "audiomill.sinks.npy"}
+_ROTATED = "audiomill.sinks.rotated"  # --lines-per-file: any of them in parts
 
 
 def format_names() -> tuple[str, ...]:
@@ -55,13 +56,11 @@ def format_names() -> tuple[str, ...]:
 def get_format(name: str) -> Format:
     """The format registered as ``name``; fails in one line if it is unknown or its package is missing.
     ``<name>@<N>`` is that format in files of at most N records (``--lines-per-file``, see :mod:`.rotated`)."""
-    if "@" in name:
-        from audiomill.sinks.rotated import RotatedFormat
-
+    if "@" in name:  # (loaded by name, as the formats are: the module imports this one)
         base, _, lines = name.rpartition("@")
         if not lines.isdigit() or int(lines) < 1:
             raise UsageError(f"--lines-per-file {lines}: expected a number of records >= 1")
-        return RotatedFormat(get_format(base), int(lines))
+        return importlib.import_module(_ROTATED).RotatedFormat(get_format(base), int(lines))
     if name not in _FORMATS:
         raise UsageError(f"unknown format {name!r}; known: {', '.join(_FORMATS)}")
     module = importlib.import_module(_FORMATS[name])
