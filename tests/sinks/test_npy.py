@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 
 from audiomill.sinks.npy import codes_array, tokens_from
 from tests.conftest import run_audiomill
+from tests.sinks.conftest import kill_when, output_tree
 
 
 def test_codes_become_the_arrays_a_reader_expects_and_come_back():
@@ -22,11 +19,6 @@ def test_codes_become_the_arrays_a_reader_expects_and_come_back():
     assert codes_array(levels, "int16").dtype == np.int16
     for tokens in (one, books, levels):
         assert tokens_from(codes_array(tokens, "int32"), [len(level) for level in tokens]) == tokens
-
-
-def _tree(out) -> dict[str, bytes]:
-    return {os.path.relpath(os.path.join(folder, name), out): open(os.path.join(folder, name), "rb").read()
-            for folder, _, names in os.walk(out) if "_audiomill" not in folder for name in names}
 
 
 def test_npy_files_hold_each_records_codes_and_a_killed_run_gives_the_same_bytes(acceptance_shards, tiny_snac,
@@ -44,17 +36,10 @@ def test_npy_files_hold_each_records_codes_and_a_killed_run_gives_the_same_bytes
         assert [c.tolist() for c in np.split(codes, np.cumsum(line["token_shape"])[:-1])] == record["tokens"]
         assert {k: v for k, v in line.items() if k != "codes_file"} == {k: v for k, v in record.items()
                                                                           if k != "tokens"}
-    expected = _tree(reference)
+    expected = output_tree(reference)
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "audiomill", *args, "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None and not os.path.isdir(out / "_audiomill" / "done"):
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when([*args, "--out", str(out)], lambda: os.path.isdir(out / "_audiomill" / "done"))
     assert run_audiomill(*args, "--out", str(out)).returncode == 3
-    assert _tree(out) == expected
+    assert output_tree(out) == expected
     listed = run_audiomill("push", str(out), "--repo", "me/x", "--dry-run", check=True).stdout.splitlines()
     assert sorted(listed) == sorted(expected) and "000002/b/utt3.npy" in listed

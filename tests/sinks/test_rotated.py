@@ -5,17 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 from tests.conftest import run_audiomill
-
-
-def _tree(out) -> dict[str, bytes]:
-    return {os.path.relpath(os.path.join(folder, name), out): open(os.path.join(folder, name), "rb").read()
-            for folder, _, names in os.walk(out) if "_audiomill" not in folder for name in names}
+from tests.sinks.conftest import kill_when, output_tree
 
 
 def test_records_rotate_every_n_lines_in_order_and_a_killed_run_gives_the_same_bytes(acceptance_shards, tiny_snac,
@@ -32,18 +24,11 @@ def test_records_rotate_every_n_lines_in_order_and_a_killed_run_gives_the_same_b
     assert records == plain_run  # in order, every record once
     first = json.loads((reference / "000001.parts.json").read_text())["parts"]
     assert [n for _, n in first] == [3, 2]  # shard 1: 5 records (3 of its files are errors)
-    expected = _tree(reference)
+    expected = output_tree(reference)
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "audiomill", *args, "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None and not os.path.isdir(out / "_audiomill" / "done"):
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when([*args, "--out", str(out)], lambda: os.path.isdir(out / "_audiomill" / "done"))
     assert run_audiomill(*args, "--out", str(out)).returncode == 3
-    assert _tree(out) == expected
+    assert output_tree(out) == expected
     # the parts are the dataset; another N is another output
     loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert loaded["key"][-4:] == [r["key"] for r in plain_run] and len(loaded) == 9

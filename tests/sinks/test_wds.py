@@ -6,14 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 
 from tests.conftest import run_audiomill
+from tests.sinks.conftest import kill_when
 
 
 def _journaled(out) -> bool:
@@ -48,14 +45,7 @@ def test_wds_reads_back_with_webdataset_and_a_killed_run_gives_the_same_bytes(ac
     assert os.path.isfile(reference / "000001.errors.jsonl")
     # killed once its first records are journaled, then resumed: the same tars
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "audiomill", *args, "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None and not _journaled(out):
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when([*args, "--out", str(out)], lambda: _journaled(out))
     assert run_audiomill(*args, "--out", str(out)).returncode == 3
     finals = sorted(n for n in os.listdir(reference) if not n.startswith("_"))
     assert finals == ["000001.errors.jsonl", "000001.tar", "000002.tar", "README.md"]

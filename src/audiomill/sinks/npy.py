@@ -30,8 +30,10 @@ CODES = "tokens"
 SUFFIX = ".npy.jsonl"
 
 
-def codes_array(tokens: list[list[int]], dtype: str) -> np.ndarray:
-    if len(tokens) == 1:
+def codes_array(tokens: list[list[int]], dtype: str, flat_single: bool = True) -> np.ndarray:
+    """A record's codes as one array: one level ``[T]`` (``[1, T]`` unless ``flat_single``), codebooks of one
+    length ``[K, T]``, levels of different lengths one after another (see :func:`tokens_from`)."""
+    if len(tokens) == 1 and flat_single:
         return np.asarray(tokens[0], dtype=dtype)
     if len({len(level) for level in tokens}) == 1:
         return np.asarray(tokens, dtype=dtype).reshape(len(tokens), -1)
@@ -39,6 +41,7 @@ def codes_array(tokens: list[list[int]], dtype: str) -> np.ndarray:
 
 
 def tokens_from(array: np.ndarray, shape: list[int] | None) -> list[list[int]]:
+    """The codes back from :func:`codes_array`'s array and the record's ``token_shape``."""
     if array.ndim == 2:
         return array.tolist()
     if not shape or len(shape) == 1:

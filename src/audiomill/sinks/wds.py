@@ -22,22 +22,9 @@ import numpy as np
 
 from audiomill.sinks import SchemaStore
 from audiomill.sinks.journal import dumps, sample_name
+from audiomill.sinks.npy import codes_array, tokens_from
 
 CODES = "tokens"
-
-
-def codes_array(tokens: list[list[int]], dtype: str) -> np.ndarray:
-    lengths = {len(level) for level in tokens}
-    if len(lengths) == 1:
-        return np.asarray(tokens, dtype=dtype).reshape(len(tokens), -1)
-    return np.concatenate([np.asarray(level, dtype=dtype) for level in tokens])
-
-
-def tokens_from(array: np.ndarray, shape: list[int] | None) -> list[list[int]]:
-    if array.ndim == 2:
-        return array.tolist()
-    ends = np.cumsum(shape or [len(array)])
-    return [part.tolist() for part in np.split(array, ends[:-1])]
 
 
 class WdsFormat:
@@ -57,7 +44,7 @@ class WdsFormat:
                     members = [("json", dumps(rest))]
                     if isinstance(record.get(CODES), list):
                         buffer = io.BytesIO()
-                        np.save(buffer, codes_array(record[CODES], dtype), allow_pickle=False)
+                        np.save(buffer, codes_array(record[CODES], dtype, flat_single=False), allow_pickle=False)
                         members.insert(0, ("codes.npy", buffer.getvalue()))
                     for extension, data in members:
                         info = tarfile.TarInfo(f"{sample}.{extension}")
