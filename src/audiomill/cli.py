@@ -284,6 +284,41 @@ def _add_vad_flags(parser: argparse.ArgumentParser) -> None:
                             "16-bit) with its record as JSON, in <out>/audio/<shard>.tar, WebDataset's layout")
 
 
+def _add_transcribe_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("speech recognition")
+    group.add_argument("--backend", dest="asr_backend", choices=("whisper", "pocketsphinx"), default="whisper",
+                       help="whisper (transformers' Whisper, audiomill[asr]; its weights from --model-path) or "
+                            "pocketsphinx (audiomill[pocketsphinx]: English, its model in the wheel, nothing to "
+                            "download)")
+    group.add_argument("--model-path", default=None, metavar="DIR",
+                       help="whisper: a transformers Whisper checkpoint (config.json, model.safetensors, the "
+                            "tokenizer and preprocessor_config.json); pocketsphinx: a model folder (acoustic "
+                            "model, .dict, optional LM) instead of the wheel's English one")
+    group.add_argument("--language", default=None, metavar="CODE",
+                       help="whisper: the language of every clip (default: detected per clip)")
+    group.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
+                       help="whisper: transcribe, or translate into English")
+    group.add_argument("--grammar", default=None, metavar="FILE.jsgf",
+                       help="pocketsphinx: a JSGF grammar of what may be said (exact text for constrained corpora)")
+    group.add_argument("--overwrite-text", action="store_true",
+                       help="transcribe input rows that already have a text too (default: pass them through)")
+    group.add_argument("--drop-flagged", action="store_true",
+                       help="empty the text of a record with a hallucination flag, its reason in 'dropped'")
+    group.add_argument("--max-chars-per-second", type=_non_negative(float), default=25.0, metavar="N",
+                       help="a longer text (for its clip's duration, at least 1 s) is flagged 'too long'")
+    group.add_argument("--no-speech-threshold", type=_non_negative(float), default=0.6, metavar="P",
+                       help="whisper: a higher no-speech probability is flagged")
+    group.add_argument("--max-tokens-per-second", type=_positive(float), default=12.0, metavar="N",
+                       help="whisper: a clip's text ends after N tokens per second of it (+ 8), so that a looping "
+                            "decoder stops")
+    group.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
+                       help="audio per model call (0: 10 s on CPU, 480 s on a GPU); halved on out of memory")
+    group.add_argument("--max-padding", type=_non_negative(float), default=0.5, metavar="SHARE",
+                       help="padding a batch may hold, a share of its clips' own samples")
+    group.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+                       help="whisper on a GPU: the model's precision")
+
+
 def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required: bool = True,
                         config: bool = True) -> None:
     _add_run_flags(tok, inputs, out_required)
@@ -401,6 +436,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(vad)
     _add_executors(vad)
     vad.set_defaults(func=cmd_vad)
+
+    asr = commands.add_parser(
+        "transcribe", formatter_class=_Formatter, help="transcripts of every file (or segment), and a manifest",
+        description=(
+            "Transcribe every audio file (or segment) of the inputs. Per input shard, one record per file in\n"
+            "--out, with text, language, confidence, no_speech_prob and flags (signs of a hallucinated text:\n"
+            "repetition, too long for its duration, no speech); then, from every finished shard,\n"
+            "<out>/manifest.jsonl (NeMo's audio_filepath, duration, text, and offset for a segment), which\n"
+            "every audiomill command takes as input. Give 'audiomill vad --segment' manifests to transcribe\n"
+            "speech segments, or put a vad stage before transcribe in 'audiomill run'. Rows of an input\n"
+            "manifest that already have a text are passed through. Run the same command again after a kill:\n"
+            "it resumes."
+        ),
+        epilog=EXIT_CODES,
+    )
+    _add_run_flags(asr, inputs="+")
+    _add_transcribe_flags(asr)
+    _add_config(asr)
+    _add_executors(asr)
+    asr.set_defaults(func=cmd_transcribe)
 
     pipe = commands.add_parser(
         "run", formatter_class=_Formatter, help="run several stages over one decode, from a TOML file",
@@ -623,6 +678,14 @@ def cmd_vad(args: argparse.Namespace) -> int:
 
     cfg = _config_from_args(args)
     cfg.command = "vad"
+    return run(cfg, _slurm_from_args(args))
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from audiomill.run import run
+
+    cfg = _config_from_args(args)
+    cfg.command = "transcribe"
     return run(cfg, _slurm_from_args(args))
 
 

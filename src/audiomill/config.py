@@ -26,6 +26,13 @@ TOKENIZE_FIELDS = ("codec", "codec_options", "model_path", "random_weights", "ch
 VAD_FIELDS = ("backend", "threshold", "neg_threshold", "min_speech", "min_silence", "speech_pad", "hop", "segment",
               "min_speech_ratio", "min_duration", "max_duration", "write_audio")
 
+# The flags of a transcribe stage (audiomill transcribe): setting name -> RunConfig field.
+TRANSCRIBE_FIELDS = {"backend": "asr_backend", "model_path": "model_path", "language": "language", "task": "task",
+                     "grammar": "grammar", "max_tokens_per_second": "max_tokens_per_second",
+                     "batch_seconds": "batch_seconds", "max_padding": "max_padding", "precision": "precision",
+                     "overwrite_text": "overwrite_text", "drop_flagged": "drop_flagged",
+                     "max_chars_per_second": "max_chars_per_second", "no_speech_threshold": "no_speech_threshold"}
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -65,7 +72,7 @@ class RunConfig:
     executor: str = "local"  # local | slurm | ray
     address: str | None = None  # --executor ray: the cluster (None: one on this machine)
     ray_workers: int = 0  # --executor ray: tasks (0: one per GPU of the cluster, else per CPU worker)
-    command: str = "tokenize"  # the one-stage command (tokenize, vad) when there are no [[stage]] tables
+    command: str = "tokenize"  # the one-stage command (tokenize, vad, transcribe) when there are no [[stage]] tables
     backend: str = "silero"  # audiomill vad's flags (see stages.vad)
     threshold: float = 0.5
     neg_threshold: float | None = None
@@ -78,6 +85,15 @@ class RunConfig:
     min_duration: float = 0.0
     max_duration: float = 0.0
     write_audio: str | None = None
+    asr_backend: str = "whisper"  # audiomill transcribe's flags (see stages.transcribe)
+    language: str | None = None
+    task: str = "transcribe"
+    grammar: str | None = None
+    max_tokens_per_second: float = 12.0
+    overwrite_text: bool = False
+    drop_flagged: bool = False
+    max_chars_per_second: float = 25.0
+    no_speech_threshold: float = 0.6
     stages: list[dict[str, Any]] = field(default_factory=list)  # [[stage]] tables of a pipeline file
     # what the plan froze: per stage its output group, kind and checked settings (see runner.plan)
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -100,6 +116,9 @@ class RunConfig:
         """Per stage: ``{"group", "kind", "settings"}``, before any check (see runner.plan.prepare)."""
         if not self.stages and self.command == "vad":
             return [{"group": "", "kind": "vad", "settings": {k: getattr(self, k) for k in VAD_FIELDS}}]
+        if not self.stages and self.command == "transcribe":
+            return [{"group": "", "kind": "transcribe",
+                     "settings": {k: getattr(self, f) for k, f in TRANSCRIBE_FIELDS.items()}}]
         if not self.stages:
             return [{"group": "", "kind": "tokenize", "settings": {k: getattr(self, k) for k in TOKENIZE_FIELDS}}]
         specs = []
@@ -118,6 +137,10 @@ class RunConfig:
                 if isinstance(table.get("codec_options"), dict):
                     table["codec_options"] = codec_options_of(table["codec_options"])
                 table = {**{k: getattr(self, k) for k in TOKENIZE_FIELDS}, **table}
+            if kind == "transcribe" and "vad" not in table:  # the segments of the vad stage before it, if any
+                earlier = [spec for spec in specs if spec["kind"] == "vad"]
+                if earlier:
+                    table["vad"] = dict(earlier[-1]["settings"])
             specs.append({"group": name, "kind": kind, "settings": table})
         return specs
 

@@ -128,43 +128,50 @@ def codec_info(name: str) -> CodecInfo:
 
 
 def resolve_weights(info: CodecInfo, model_path: str | None) -> str:
-    """The local folder holding ``info``'s weights; fails with one line saying what to pass.
+    """The local folder holding ``info``'s weights; fails with one line saying what to pass (see
+    :func:`find_weights`)."""
+    return find_weights(info.name, info.required_files, info.hub_id, model_path)
+
+
+def find_weights(name: str, required_files: tuple[tuple[str, ...], ...], hub_id: str | None,
+                 model_path: str | None, random_hint: bool = True) -> str:
+    """The local folder holding a model's weights (``required_files``: groups of alternatives).
 
     ``--model-path`` always wins (clusters are offline); otherwise the Hugging Face
     cache is tried, then the hub itself unless ``HF_HUB_OFFLINE`` is set.
     """
     def layout_text() -> str:
-        return ", ".join(" or ".join(group) for group in info.required_files)
+        return ", ".join(" or ".join(group) for group in required_files)
 
     if model_path:
         if not os.path.isdir(model_path):
             raise WeightsNotFound(f"--model-path {model_path} is not a folder")
-        for group in info.required_files:
-            if not any(os.path.isfile(os.path.join(model_path, name)) for name in group):
+        for group in required_files:
+            if not any(os.path.isfile(os.path.join(model_path, file)) for file in group):
                 raise WeightsNotFound(f"--model-path {model_path} has no {' or '.join(group)} "
-                                      f"({info.name} needs {layout_text()})")
+                                      f"({name} needs {layout_text()})")
         return model_path
     hint = (
-        f"no weights for {info.name}: pass --model-path DIR (a folder with {layout_text()}"
-        + (f", as in the hub repository {info.hub_id}" if info.hub_id else "")
-        + "), or --random-weights for a test run"
+        f"no weights for {name}: pass --model-path DIR (a folder with {layout_text()}"
+        + (f", as in the hub repository {hub_id}" if hub_id else "")
+        + ")" + (", or --random-weights for a test run" if random_hint else "")
     )
-    if info.hub_id is None:
+    if hub_id is None:
         raise WeightsNotFound(hint)
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise WeightsNotFound(hint) from None
-    patterns = sorted({name.split("/")[0] + "/*" if "/" in name else name
-                       for group in info.required_files for name in group})
+    patterns = sorted({file.split("/")[0] + "/*" if "/" in file else file
+                       for group in required_files for file in group})
     try:
-        return snapshot_download(info.hub_id, allow_patterns=patterns, local_files_only=True)
+        return snapshot_download(hub_id, allow_patterns=patterns, local_files_only=True)
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise WeightsNotFound(hint + " (the hub is off: HF_HUB_OFFLINE is set)")
     try:
-        return snapshot_download(info.hub_id, allow_patterns=patterns, etag_timeout=10)
+        return snapshot_download(hub_id, allow_patterns=patterns, etag_timeout=10)
     except Exception as exc:
         raise WeightsNotFound(f"{hint} (the hub could not be reached: {type(exc).__name__})") from None
 

@@ -18,7 +18,8 @@ from audiomill.errors import UsageError
 
 # Field types a stage declares for its records (``Stage.fields``); formats with a schema
 # (Parquet) map them to their own types, JSON formats ignore them.
-FIELD_TYPES = ("string", "int64", "float64", "bool", "list<int16>", "list<int32>", "list<float32>", "list<float64>",
+FIELD_TYPES = ("string", "int64", "float64", "bool", "list<string>",
+               "list<int16>", "list<int32>", "list<float32>", "list<float64>",
                "list<list<int16>>", "list<list<int32>>", "list<list<float32>>", "list<list<float64>>")
 
 

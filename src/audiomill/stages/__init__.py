@@ -34,7 +34,8 @@ from audiomill.items import Item
 
 log = logging.getLogger(__name__)
 
-KINDS = {"tokenize": "audiomill.stages.tokenize:TokenizeStage", "vad": "audiomill.stages.vad:VadStage"}
+KINDS = {"tokenize": "audiomill.stages.tokenize:TokenizeStage", "vad": "audiomill.stages.vad:VadStage",
+         "transcribe": "audiomill.stages.transcribe:TranscribeStage"}
 
 
 

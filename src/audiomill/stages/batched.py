@@ -166,6 +166,9 @@ class BatchedModelStage:
     fields: dict[str, str] = {}
     # a picklable callable, samples -> the model's inputs, run in the decode processes (see audiomill.features)
     featurizer: Any = None
+    # whether a window may be run as shorter overlapping windows, joined (too long for a batch, or out of
+    # memory alone); a model whose result is not a join of its parts (a transcript) runs such a window whole
+    cuttable = True
 
     def __init__(self, sample_rate: int, alignment: int, window_seconds: float, overlap_seconds: float,
                  batch_seconds: float, device: str = "cpu", precision: str = "fp32", compile: bool = False,
@@ -254,8 +257,11 @@ class BatchedModelStage:
         if last:
             state.count = number + 1
             state.num_samples = num_samples
-        piece = Piece(state, number, samples, self.batch_key(len(samples)))
-        if len(samples) > self.batcher.max_samples:
+        return self.queue(Piece(state, number, samples, self.batch_key(len(samples))))
+
+    def queue(self, piece: Piece) -> list[FileOutput]:
+        """Hand one clip to the batcher; the outputs of any batch this completes."""
+        if len(piece.samples) > self.batcher.max_samples:
             # a window longer than a whole batch: run on its own, in batch-sized windows
             if self.pipeline:
                 return self._run_oversized(piece)
@@ -297,7 +303,7 @@ class BatchedModelStage:
         return self._run(job) if isinstance(job, list) else self._run_oversized(job)
 
     def _run_oversized(self, piece: Piece) -> list[FileOutput]:
-        if isinstance(piece.samples, Features):  # features cannot be cut into shorter windows
+        if isinstance(piece.samples, Features) or not self.cuttable:  # run whole, alone
             return self._submit(lambda: self._run_splitting([piece]))
         longest = self.batcher.max_samples
         return self._submit(lambda: [(piece, self._run_windowed(piece.samples, longest))])
@@ -424,6 +430,8 @@ class BatchedModelStage:
         if isinstance(samples, Features):
             return Failed(f"out of memory on one {len(samples) / self.sample_rate:.1f} s window (its features "
                           f"cannot be cut: a shorter --chunk-seconds would fit)")
+        if not self.cuttable:
+            return Failed(f"out of memory on one {len(samples) / self.sample_rate:.1f} s clip, alone")
         window = len(samples) // 2 // self.alignment * self.alignment
         if window < max(2 * self.alignment, self.sample_rate):
             return Failed(f"out of memory even on {len(samples) / self.sample_rate:.1f} s of audio")

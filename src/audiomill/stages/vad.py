@@ -276,10 +276,6 @@ def write_reports(folder, group: str) -> tuple[str, str]:
     files (segments) that are neither errors nor dropped, with their ``key``."""
     import csv
 
-    from audiomill.sinks import errors_name, final_name
-
-    fmt = folder.format()
-    groups = folder.groups()
     where = folder.group_dir(group)
     settings = next((o["settings"] for o in folder.read_plan().get("outputs", []) if o["group"] == group), {})
     segmented = bool(settings.get("segment"))
@@ -288,42 +284,54 @@ def write_reports(folder, group: str) -> tuple[str, str]:
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(columns)
     manifest: list[str] = []
-    for shard in folder.shards():
-        if not folder.complete(shard.name, groups, fmt):
+    for record in complete_records(folder, group):
+        path = audio_filepath(record.get("tar_file") or "", record.get("audio_file") or record.get("key", ""))
+        if record.get("error") is not None:
+            writer.writerow([path] + [""] * (len(CSV_COLUMNS) - 3) + [record["error"], ""]
+                            + ([""] if segmented else []))
             continue
-        rows = list(fmt.read(os.path.join(where, final_name(shard.name, fmt))))
-        errors_path = os.path.join(where, errors_name(shard.name))
-        if os.path.isfile(errors_path):
-            with open(errors_path, encoding="utf-8") as handle:
-                rows += [json.loads(line) for line in handle if line.strip()]
-        for record in rows:
-            path = audio_filepath(record.get("tar_file") or "", record.get("audio_file") or record.get("key", ""))
-            if record.get("error") is not None:
-                writer.writerow([path] + [""] * (len(CSV_COLUMNS) - 3) + [record["error"], ""]
-                                + ([""] if segmented else []))
-                continue
-            splits = " ".join(f"{s:g}" for s in record.get("splits") or [])
-            writer.writerow([path, record["duration"], *(record[name] for name in STATISTICS), splits, "",
-                             record.get("dropped") or ""] + ([record["offset"]] if segmented else []))
-            if record.get("dropped"):
-                continue
-            line = {"audio_filepath": path, "key": record["key"]}
-            if segmented:
-                line["offset"] = record["offset"]
-            line.update({"duration": record["duration"], **{name: record[name] for name in STATISTICS}})
-            if not segmented:
-                line["splits"] = record["splits"]
-            manifest.append(json.dumps(line, ensure_ascii=False))
+        splits = " ".join(f"{s:g}" for s in record.get("splits") or [])
+        writer.writerow([path, record["duration"], *(record[name] for name in STATISTICS), splits, "",
+                         record.get("dropped") or ""] + ([record["offset"]] if segmented else []))
+        if record.get("dropped"):
+            continue
+        line = {"audio_filepath": path, "key": record["key"]}
+        if segmented:
+            line["offset"] = record["offset"]
+        line.update({"duration": record["duration"], **{name: record[name] for name in STATISTICS}})
+        if not segmented:
+            line["splits"] = record["splits"]
+        manifest.append(json.dumps(line, ensure_ascii=False))
     csv_path, manifest_path = os.path.join(where, CSV), os.path.join(where, MANIFEST)
-    for name in os.listdir(where):  # what a run killed while writing them left
-        if name.startswith((CSV + ".tmp", MANIFEST + ".tmp")):
-            os.remove(os.path.join(where, name))
-    _write_atomic(csv_path, table.getvalue())
-    _write_atomic(manifest_path, "".join(line + "\n" for line in manifest))
+    write_atomic(csv_path, table.getvalue())
+    write_atomic(manifest_path, "".join(line + "\n" for line in manifest))
     return csv_path, manifest_path
 
 
-def _write_atomic(path: str, text: str) -> None:
+def complete_records(folder, group: str, errors: bool = True):
+    """The records of the group's complete shards, in the plan's order (each shard's error records after
+    its records, with ``errors``)."""
+    from audiomill.sinks import errors_name, final_name
+
+    fmt = folder.format()
+    groups = folder.groups()
+    where = folder.group_dir(group)
+    for shard in folder.shards():
+        if not folder.complete(shard.name, groups, fmt):
+            continue
+        yield from fmt.read(os.path.join(where, final_name(shard.name, fmt)))
+        errors_path = os.path.join(where, errors_name(shard.name))
+        if errors and os.path.isfile(errors_path):
+            with open(errors_path, encoding="utf-8") as handle:
+                yield from (json.loads(line) for line in handle if line.strip())
+
+
+def write_atomic(path: str, text: str) -> None:
+    """``text`` into ``path`` through a temporary file and a rename (what a killed writer left is removed)."""
+    folder, name = os.path.split(path)
+    for left in os.listdir(folder or "."):
+        if left.startswith(name + ".tmp"):
+            os.remove(os.path.join(folder, left))
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
