@@ -323,10 +323,12 @@ def load_backend(name: str, model_path: str | None, device: str = "cpu", precisi
 TINY_LANGUAGES = ("en", "de", "fr", "es", "zh")
 
 
-def save_tiny_whisper(folder: str, seed: int = 0, d_model: int = 64, layers: int = 2) -> str:
+def save_tiny_whisper(folder: str, seed: int = 0, d_model: int = 64, layers: int = 2, heads: int = 2,
+                      vocab_size: int = 0) -> str:
     """A tiny random Whisper saved as a hub checkpoint is (config, generation config, safetensors, tokenizer,
     feature extractor): byte-level tokens, the special tokens in Whisper's order, and weights large enough
-    that what it says depends on what it hears."""
+    that what it says depends on what it hears. ``d_model=384, layers=4, heads=6, vocab_size=51865`` is
+    the size of OpenAI's whisper-tiny (for benchmarks: what it costs, not what it says)."""
     import torch
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperTokenizer)
@@ -338,11 +340,14 @@ def save_tiny_whisper(folder: str, seed: int = 0, d_model: int = 64, layers: int
                    "<|notimestamps|>"] + [f"<|{i * 0.02:.2f}|>" for i in range(1501)])
     tokenizer = WhisperTokenizer(vocab=vocab, merges=[])
     tokenizer.add_tokens(specials, special_tokens=True)
+    if vocab_size > len(tokenizer):  # filler tokens, after the timestamps: never chosen in short-form
+        tokenizer.add_tokens([f"<|filler{i}|>" for i in range(vocab_size - len(tokenizer))], special_tokens=True)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials[:13]}
     end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     config = WhisperConfig(vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
-                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
-                           decoder_ffn_dim=2 * d_model, num_mel_bins=80, max_source_positions=1500,
+                           encoder_attention_heads=heads, decoder_attention_heads=heads,
+                           encoder_ffn_dim=(2 if d_model < 128 else 4) * d_model,
+                           decoder_ffn_dim=(2 if d_model < 128 else 4) * d_model, num_mel_bins=80, max_source_positions=1500,
                            max_target_positions=448, pad_token_id=end, bos_token_id=end, eos_token_id=end,
                            decoder_start_token_id=start, begin_suppress_tokens=[], suppress_tokens=[])
     torch.manual_seed(seed)

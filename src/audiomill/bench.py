@@ -60,7 +60,9 @@ class BenchConfig:
     work_dir: str | None = None
     json: bool = False
     stage: str = "tokenize"  # or "vad": the VAD ceiling, the decode ceiling and end to end
-    backend: str = "silero"  # --stage vad
+    backend: str | None = None  # --stage vad (silero) or transcribe (whisper)
+    grammar: str | None = None  # --stage transcribe, pocketsphinx
+    max_tokens_per_second: float = 12.0  # --stage transcribe, whisper
     repeat: int = 3  # --stage vad: rounds of (end to end, decode ceiling, VAD ceiling); medians reported
 
 
@@ -152,7 +154,7 @@ class Bench:
         from audiomill.stages.vad import VadSettings, VadStage
 
         cfg = self.cfg
-        stage = VadStage(VadSettings(backend=cfg.backend))
+        stage = VadStage(VadSettings(backend=cfg.backend or "silero"))
         shards = self._shards()
         workers = cfg.decode_workers or default_decode_workers("cpu", 1)
         rounds = []
@@ -166,7 +168,7 @@ class Bench:
                            "end_to_end": round(end_to_end, 2),
                            "end_to_end_over_ceiling": round(end_to_end / min(vad, decode), 3)})
         middle = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
-        return {"stage": "vad", "backend": cfg.backend, "device": _device_name("cpu"), "cpu_cores": os.cpu_count(),
+        return {"stage": "vad", "backend": stage.backend.name, "device": _device_name("cpu"), "cpu_cores": os.cpu_count(),
                 "decode_workers": workers, "corpus_files": files, "corpus_audio_seconds": round(audio_seconds, 1),
                 "vad_ceiling": middle["vad_ceiling"], "decode_ceiling": middle["decode_ceiling"],
                 "ceiling": min(middle["vad_ceiling"], middle["decode_ceiling"]), "end_to_end": middle["end_to_end"],
@@ -189,9 +191,79 @@ class Bench:
             segments(probs, stage.backend.hop, sum(len(w) for w in pieces), stage.options, levels.finish())
         return samples / stage.sample_rate / (time.perf_counter() - started)
 
+    def _run_transcribe(self) -> dict[str, Any]:
+        """``--stage transcribe``: the backend on batches of whole pre-decoded files (as the stage batches
+        them), the decoders alone, ``audiomill transcribe`` end to end, and the naive loop (one file at a
+        time, decoded on this thread, transcribed alone)."""
+        from audiomill import asr
+        from audiomill.runner.local import default_decode_workers
+        from audiomill.stages.transcribe import TranscribeSettings, TranscribeStage
+
+        cfg = self.cfg
+        device = _bench_device(cfg.device)
+        name = cfg.backend or "whisper"
+        weights = cfg.model_path
+        if name == "whisper" and cfg.tiny:
+            weights = asr.save_tiny_whisper(os.path.join(self.work, "tiny-whisper"))
+        settings = TranscribeSettings(backend=name, model_path=weights, grammar=cfg.grammar, precision=cfg.precision,
+                                      max_tokens_per_second=cfg.max_tokens_per_second, batch_seconds=cfg.batch_seconds)
+        checked = TranscribeStage.check({k: v for k, v in vars(settings).items() if k != "weights"})
+        stage = TranscribeStage.build(checked, device)
+        shards = self._shards()
+        workers = cfg.decode_workers or default_decode_workers(device, 1)
+        stage.backend.transcribe([np.zeros(asr.RATE, np.float32)])  # warm up
+        end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
+        counts = stage.counts.summary()
+        decode, windows = self._decode_ceiling(stage, shards, workers)
+        files = {ticket: np.concatenate(pieces) for ticket, pieces in windows.items() if pieces}
+        del windows
+        batches = self._batches(stage, {ticket: [samples] for ticket, samples in files.items()})
+        started = time.perf_counter()
+        for batch in batches:
+            stage.encode_tensors(*stage.prepare(batch))
+        model = sum(len(s) for s in files.values()) / asr.RATE / (time.perf_counter() - started)
+        naive = None
+        if cfg.naive:
+            started = time.perf_counter()
+            total = 0
+            for samples in self._decoded_one_by_one(shards, asr.RATE):
+                stage.backend.transcribe([samples])
+                total += len(samples)
+            naive = total / asr.RATE / (time.perf_counter() - started)
+        ceiling = min(model, decode) if device.startswith("cuda") else 1 / (1 / model + 1 / decode)
+        result = {"stage": "transcribe", "backend": name, "weights": weights or "the wheel's English model",
+                  "device": _device_name(device), "cpu_cores": os.cpu_count(), "decode_workers": workers,
+                  "batch_seconds": stage.batcher.max_samples / asr.RATE, "precision": cfg.precision,
+                  "max_tokens_per_second": cfg.max_tokens_per_second, "corpus_files": len(files),
+                  "corpus_audio_seconds": round(audio_seconds, 1), "model_ceiling": round(model, 2),
+                  "decode_ceiling": round(decode, 2), "ceiling": round(ceiling, 2), "end_to_end": round(end_to_end, 2),
+                  "end_to_end_over_ceiling": round(end_to_end / ceiling, 3), **counts,
+                  "peak_rss_mb": round(rss, 1), "decoder_peak_rss_mb": round(decoder_rss, 1),
+                  "date": time.strftime("%Y-%m-%d")}
+        if naive is not None:
+            result.update(naive=round(naive, 2), end_to_end_over_naive=round(end_to_end / naive, 2))
+        stage.close()
+        return result
+
+    def _decoded_one_by_one(self, shards, rate: int):
+        from audiomill.audio import decode
+        from audiomill.errors import DecodeError
+        from audiomill.runner.decode import task_source
+        from audiomill.sources import read_shard
+
+        for shard in shards:
+            for item in read_shard(shard):
+                if item.error is None:
+                    try:
+                        yield decode(task_source(item), rate, item.offset, item.duration).samples
+                    except DecodeError:
+                        continue
+
     def _run(self) -> dict[str, Any]:
         if self.cfg.stage == "vad":
             return self._run_vad()
+        if self.cfg.stage == "transcribe":
+            return self._run_transcribe()
         import torch
 
         from audiomill.codecs import codec_info, load_codec, resolve_weights
@@ -491,6 +563,32 @@ def _device_name(device: str) -> str:
     return f"cpu ({model or platform.processor() or 'unknown'})"
 
 
+def _bench_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return device if device == "cpu" or device.startswith("cuda") else f"cuda:{device}"
+
+
+def format_transcribe_report(result: dict[str, Any]) -> str:
+    lines = [f"audiomill bench --stage transcribe: {result['backend']} ({result['weights']}) on {result['device']}, "
+             f"{result['corpus_files']} files, {result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
+             f"  decode workers {result['decode_workers']}, batches of {result['batch_seconds']:g} s, "
+             f"{result['precision']}", "", f"  {'':<16}{'audio s / wall s':>18}"]
+    for label, name in (("model ceiling", "model_ceiling"), ("decode ceiling", "decode_ceiling"),
+                        ("ceiling", "ceiling"), ("end to end", "end_to_end"), ("naive loop", "naive")):
+        if result.get(name) is not None:
+            lines.append(f"  {label:<16}{result[name]:>18.1f}")
+    lines += ["", f"  end to end / ceiling        {result['end_to_end_over_ceiling']:.2f}"]
+    if result.get("naive"):
+        lines.append(f"  end to end / naive          {result['end_to_end_over_naive']:.2f}")
+    lines.append(f"  batches: {result['mean_batch_clips']:.2f} clips a model call on average ({result['model_calls']} "
+                 f"calls), padding {100 * result['padding_fraction']:.1f} % of the audio")
+    lines.append(f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
 def format_vad_report(result: dict[str, Any]) -> str:
     ratios = [f"{r['end_to_end_over_ceiling']:.2f}" for r in result.get("rounds", ())]
     rounds = f"   (median of {len(ratios)} rounds: {', '.join(ratios)})" if len(ratios) > 1 else ""
@@ -547,7 +645,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 def run_bench(cfg: BenchConfig) -> int:
     result = Bench(cfg).run()
-    report = format_vad_report if result.get("stage") == "vad" else format_report
+    report = {"vad": format_vad_report, "transcribe": format_transcribe_report}.get(result.get("stage"), format_report)
     print(json.dumps(result) if cfg.json else report(result))
     return 0
 

@@ -541,10 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
             "WAV 16 kHz) from 1 s to --longest-seconds are made first."
         ),
     )
-    be.add_argument("--stage", choices=("tokenize", "vad"), default="tokenize",
+    be.add_argument("--stage", choices=("tokenize", "vad", "transcribe"), default="tokenize",
                     help="tokenize: a codec (the flags below); vad: the VAD ceiling (the backend on pre-decoded "
-                         "audio, one thread), the decode ceiling and 'audiomill vad' end to end")
-    be.add_argument("--backend", choices=("silero", "ten-vad"), default="silero", help="--stage vad: the backend")
+                         "audio, one thread), the decode ceiling and 'audiomill vad' end to end; transcribe: the "
+                         "model ceiling (batches of pre-decoded whole files), the decode ceiling, 'audiomill "
+                         "transcribe' end to end and the naive loop")
+    be.add_argument("--backend", choices=("silero", "ten-vad", "whisper", "pocketsphinx"), default=None,
+                    help="--stage vad: silero (default) or ten-vad; --stage transcribe: whisper (default; "
+                         "--model-path, or --tiny) or pocketsphinx")
+    be.add_argument("--grammar", default=None, metavar="FILE.jsgf", help="--stage transcribe: pocketsphinx's grammar")
+    be.add_argument("--max-tokens-per-second", type=_positive(float), default=12.0, metavar="N",
+                    help="--stage transcribe: whisper's limit of new tokens per second of a clip (+ 8)")
     be.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
     be.add_argument("--model-path", default=None, metavar="DIR",
                     help="local folder with the codec's weights (default: full-size random weights)")
