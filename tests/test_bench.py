@@ -90,3 +90,15 @@ def test_decode_ceiling_feeds_large_tasks_without_deadlock(tmp_path, monkeypatch
     assert result, "the decode ceiling did not finish"
     speed, windows = result[0]
     assert speed > 0 and [sum(len(w) for w in pieces) for pieces in windows.values()] == [80000] * 4
+
+
+def test_bench_stage_transcribe_reports_ceilings_end_to_end_and_the_naive_loop(tmp_path):
+    result = run_audiomill("bench", "--stage", "transcribe", "--tiny", "--max-tokens-per-second", "2",
+                           "--corpus-seconds", "12", "--longest-seconds", "4", "--json", "--work-dir", str(tmp_path),
+                           check=True)
+    figures = json.loads(result.stdout)
+    for name in ("model_ceiling", "decode_ceiling", "ceiling", "end_to_end", "naive", "peak_rss_mb"):
+        assert figures[name] > 0, name
+    assert figures["backend"] == "whisper" and figures["corpus_audio_seconds"] >= 12
+    assert figures["mean_batch_clips"] > 1  # short files share a model call
+    assert abs(figures["end_to_end_over_naive"] - figures["end_to_end"] / figures["naive"]) < 0.02

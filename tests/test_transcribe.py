@@ -139,10 +139,11 @@ def test_whisper_batched_text_equals_single_clip_text_and_long_clips_take_the_lo
     from audiomill.asr import Whisper
 
     texts = {}
-    for name, seconds in (("batched", "120"), ("single", "0.5")):
+    oom = {"AUDIOMILL_INJECT_OOM": "clips>2"}  # out of memory on batches of 3 or more: halved, the same text
+    for name, seconds, env in (("batched", "120", {}), ("single", "0.5", {}), ("halved", "120", oom)):
         result = run_audiomill("transcribe", asr_corpus["files"], asr_corpus["long"], "--out", str(tmp_path / name),
                                "--model-path", tiny_whisper, "--max-tokens-per-second", "3",
-                               "--batch-seconds", seconds)
+                               "--batch-seconds", seconds, env=env)
         assert result.returncode == 0, result.stderr
         records = [r for path in sorted((tmp_path / name).glob("*.jsonl")) if path.name != "manifest.jsonl"
                    for r in read_jsonl(path)]
@@ -151,9 +152,10 @@ def test_whisper_batched_text_equals_single_clip_text_and_long_clips_take_the_lo
         assert calls is not None, result.stderr
         if name == "batched":  # the four short clips in one call
             assert float(calls.group(2)) > 1.5
-        else:
+        elif name == "single":
             assert float(calls.group(2)) == 1.0
     assert len(texts["batched"]) == 5 and all(text for text, _, _ in texts["batched"].values())
+    assert {k: v[:2] for k, v in texts["halved"].items()} == {k: v[:2] for k, v in texts["batched"].items()}
     for key, (text, language, confidence) in texts["batched"].items():
         alone = texts["single"][key]
         assert (text, language) == alone[:2], key
@@ -168,6 +170,28 @@ def test_whisper_batched_text_equals_single_clip_text_and_long_clips_take_the_lo
     samples = decode(os.path.join(asr_corpus["long"], "talk.flac"), RATE).samples
     assert backend.transcribe([samples])[0].text == texts["batched"]["talk"][0]
     assert frames == [len(samples) // 160]  # every frame given, none cut at 30 s
+
+
+def test_faster_whisper_runs_a_ctranslate2_conversion_of_the_same_checkpoint(asr_corpus, tiny_whisper, tmp_path):
+    """Plumbing: the tiny checkpoint converted as users convert theirs, every clip transcribed (the 33 s one
+    in 30 s windows), with a language the model knows; a rerun gives the same bytes (greedy, no sampling)."""
+    from ctranslate2.converters import TransformersConverter
+
+    from audiomill.asr import TINY_LANGUAGES
+
+    model = str(tmp_path / "ct2")
+    TransformersConverter(tiny_whisper, copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(model)
+    runs = []
+    for name in ("one", "two"):
+        result = run_audiomill("transcribe", asr_corpus["files"], asr_corpus["long"], "--out", str(tmp_path / name),
+                               "--backend", "faster-whisper", "--model-path", model, "--max-tokens-per-second", "3")
+        assert result.returncode == 0, result.stderr
+        runs.append(output_tree(tmp_path / name))
+    assert runs[0] == runs[1]
+    records = [r for path in sorted((tmp_path / "one").glob("*-00000.jsonl")) for r in read_jsonl(path)]
+    assert len(records) == 5 and {r["backend"] for r in records} == {"faster-whisper"}
+    assert all(r["language"] in TINY_LANGUAGES for r in records)
+    assert any(r["text"] for r in records)
 
 
 def test_killed_runs_resume_to_the_same_records_and_manifest(asr_corpus, tmp_path):

@@ -12,6 +12,9 @@ same whatever clips share its call:
   tokens are limited by its duration (``max_tokens_per_second``), per row, so that a looping
   decoder stops and the limit does not depend on the batch. Clips over 30 s go one at a time
   through transformers' long-form (sequential, timestamped) generation.
+- ``faster-whisper``: a CTranslate2 conversion of a Whisper checkpoint through faster-whisper, one clip
+  a call (its own batching is over the chunks of one long file), greedy at temperature 0 only (no
+  sampled fallback: a rerun gives the same text), without timestamps up to 30 s.
 - ``pocketsphinx``: CMU PocketSphinx with the English model inside its wheel, or a JSGF grammar
   (``grammar``) for constrained corpora; one clip at a time, a fresh utterance each.
 
@@ -30,7 +33,7 @@ import numpy as np
 
 RATE = 16000
 LONG_FORM = 30 * RATE  # Whisper's window: longer clips take the long-form path
-BACKENDS = ("whisper", "pocketsphinx")
+BACKENDS = ("whisper", "faster-whisper", "pocketsphinx")
 TASKS = ("transcribe", "translate")
 
 
@@ -85,6 +88,7 @@ def flags(transcript: Transcript, seconds: float, max_chars_per_second: float,
 class Whisper:
     name = "whisper"
     batched = True
+    gpu = True
 
     def __init__(self, path: str, device: str = "cpu", precision: str = "fp32", language: str | None = None,
                  task: str = "transcribe", max_tokens_per_second: float = 12.0) -> None:
@@ -158,7 +162,8 @@ class Whisper:
         limits = [int(len(clip) / RATE * self.max_tokens_per_second) + 8 for clip in clips]
         out = self.model.generate(features, attention_mask=mask, **self._task(languages),
                                   max_new_tokens=min(max(limits), self.max_new), return_dict_in_generate=True,
-                                  output_scores=True, logits_processor=_limits(limits, self.tokenizer.eos_token_id, self.first_timestamp),
+                                  output_scores=True,
+                                  logits_processor=_limits(limits, self.tokenizer.eos_token_id, self.first_timestamp),
                                   force_unique_generate_call=True)
         scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         new = out.sequences[:, -scores.shape[1]:] if scores.shape[1] else out.sequences[:, :0]
@@ -220,18 +225,65 @@ class _ShortForm:
         return scores
 
 
+# -- faster-whisper ------------------------------------------------------------------------------------
+
+
+class FasterWhisper:
+    name = "faster-whisper"
+    batched = False
+    gpu = True
+
+    def __init__(self, path: str, device: str = "cpu", precision: str = "fp32", language: str | None = None,
+                 task: str = "transcribe", max_tokens_per_second: float = 12.0) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise BackendError(f"faster-whisper is not installed ({exc}): "
+                               f"pip install 'audiomill[faster-whisper]'") from None
+        kind, _, index = device.partition(":")
+        compute = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32") if kind == "cuda" else "float32"
+        self.model = WhisperModel(path, device=kind, device_index=int(index or 0), compute_type=compute,
+                                  cpu_threads=0, num_workers=1)
+        if language is not None and language not in self.model.supported_languages:
+            raise BackendError(f"--language {language}: this model knows {', '.join(self.model.supported_languages)}")
+        if task not in TASKS:
+            raise BackendError(f"--task {task}: expected one of {', '.join(TASKS)}")
+        self.language = language
+        self.task = task
+        self.max_tokens_per_second = max_tokens_per_second
+
+    def transcribe(self, clips: list[np.ndarray]) -> list[Transcript]:
+        results = []
+        for clip in clips:
+            short = len(clip) <= LONG_FORM
+            limit = int((len(clip) / RATE if short else 30) * self.max_tokens_per_second) + 8
+            segments, info = self.model.transcribe(
+                clip, language=self.language, task=self.task, beam_size=1, temperature=0.0,
+                condition_on_previous_text=False, without_timestamps=short, vad_filter=False,
+                max_new_tokens=min(limit, 440))
+            segments = list(segments)
+            text = "".join(segment.text for segment in segments).strip()
+            logprobs = [segment.avg_logprob for segment in segments]
+            confidence = float(np.exp(np.mean(logprobs))) if logprobs else None
+            no_speech = float(segments[0].no_speech_prob) if segments else None
+            results.append(Transcript(text, info.language, confidence, no_speech))
+        return results
+
+
 # -- pocketsphinx ---------------------------------------------------------------------------------------
 
 
 class PocketSphinx:
     name = "pocketsphinx"
     batched = False
+    gpu = False
 
     def __init__(self, grammar: str | None = None, model_path: str | None = None) -> None:
         try:
             from pocketsphinx import Config, Decoder
         except ImportError as exc:
-            raise BackendError(f"pocketsphinx is not installed ({exc}): pip install 'audiomill[pocketsphinx]'") from None
+            raise BackendError(f"pocketsphinx is not installed ({exc}): "
+                               f"pip install 'audiomill[pocketsphinx]'") from None
         options: dict[str, Any] = {"loglevel": "FATAL"}
         if model_path:  # a folder with an acoustic model (hmm/), a dictionary (*.dict) and optionally an LM
             options.update(_sphinx_model(model_path))
@@ -311,6 +363,11 @@ def load_backend(name: str, model_path: str | None, device: str = "cpu", precisi
         if not model_path:
             raise BackendError("whisper needs its weights: --model-path DIR (a transformers Whisper checkpoint)")
         return Whisper(model_path, device, precision, language, task, max_tokens_per_second)
+    if name == "faster-whisper":
+        if not model_path:
+            raise BackendError("faster-whisper needs its model: --model-path DIR (a CTranslate2 conversion: "
+                               "model.bin, config.json, tokenizer.json, preprocessor_config.json)")
+        return FasterWhisper(model_path, device, precision, language, task, max_tokens_per_second)
     if name == "pocketsphinx":
         if language not in (None, "en"):
             raise BackendError(f"--language {language}: pocketsphinx's model here is English")
@@ -330,8 +387,13 @@ def save_tiny_whisper(folder: str, seed: int = 0, d_model: int = 64, layers: int
     that what it says depends on what it hears. ``d_model=384, layers=4, heads=6, vocab_size=51865`` is
     the size of OpenAI's whisper-tiny (for benchmarks: what it costs, not what it says)."""
     import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperTokenizer)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizer,
+    )
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     vocab = {char: number for number, char in enumerate(bytes_to_unicode().values())}
@@ -347,7 +409,8 @@ def save_tiny_whisper(folder: str, seed: int = 0, d_model: int = 64, layers: int
     config = WhisperConfig(vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
                            encoder_attention_heads=heads, decoder_attention_heads=heads,
                            encoder_ffn_dim=(2 if d_model < 128 else 4) * d_model,
-                           decoder_ffn_dim=(2 if d_model < 128 else 4) * d_model, num_mel_bins=80, max_source_positions=1500,
+                           decoder_ffn_dim=(2 if d_model < 128 else 4) * d_model, num_mel_bins=80,
+                           max_source_positions=1500,
                            max_target_positions=448, pad_token_id=end, bos_token_id=end, eos_token_id=end,
                            decoder_start_token_id=start, begin_suppress_tokens=[], suppress_tokens=[])
     torch.manual_seed(seed)
@@ -367,3 +430,7 @@ def save_tiny_whisper(folder: str, seed: int = 0, d_model: int = 64, layers: int
     tokenizer.save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     return folder
+
+
+def backend_class(name: str) -> type:
+    return {"whisper": Whisper, "faster-whisper": FasterWhisper, "pocketsphinx": PocketSphinx}[name]

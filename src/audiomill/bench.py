@@ -168,7 +168,8 @@ class Bench:
                            "end_to_end": round(end_to_end, 2),
                            "end_to_end_over_ceiling": round(end_to_end / min(vad, decode), 3)})
         middle = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
-        return {"stage": "vad", "backend": stage.backend.name, "device": _device_name("cpu"), "cpu_cores": os.cpu_count(),
+        return {"stage": "vad", "backend": stage.backend.name, "device": _device_name("cpu"),
+                "cpu_cores": os.cpu_count(),
                 "decode_workers": workers, "corpus_files": files, "corpus_audio_seconds": round(audio_seconds, 1),
                 "vad_ceiling": middle["vad_ceiling"], "decode_ceiling": middle["decode_ceiling"],
                 "ceiling": min(middle["vad_ceiling"], middle["decode_ceiling"]), "end_to_end": middle["end_to_end"],
@@ -571,6 +572,10 @@ def _bench_device(device: str) -> str:
     return device if device == "cpu" or device.startswith("cuda") else f"cuda:{device}"
 
 
+def _memory_line(result: dict[str, Any]) -> str:
+    return f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB"
+
+
 def format_transcribe_report(result: dict[str, Any]) -> str:
     lines = [f"audiomill bench --stage transcribe: {result['backend']} ({result['weights']}) on {result['device']}, "
              f"{result['corpus_files']} files, {result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
@@ -585,7 +590,7 @@ def format_transcribe_report(result: dict[str, Any]) -> str:
         lines.append(f"  end to end / naive          {result['end_to_end_over_naive']:.2f}")
     lines.append(f"  batches: {result['mean_batch_clips']:.2f} clips a model call on average ({result['model_calls']} "
                  f"calls), padding {100 * result['padding_fraction']:.1f} % of the audio")
-    lines.append(f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB")
+    lines.append(_memory_line(result))
     return "\n".join(lines)
 
 
@@ -601,7 +606,7 @@ def format_vad_report(result: dict[str, Any]) -> str:
         f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
         f"  {'end to end':<16}{result['end_to_end']:>18.1f}", "",
         f"  end to end / min(VAD, decode)  {result['end_to_end_over_ceiling']:.2f}" + rounds,
-        f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB"])
+        _memory_line(result)])
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -632,7 +637,7 @@ def format_report(result: dict[str, Any]) -> str:
     if "identical_codes_vs_exact" in result:
         lines.append(f"  batches of any lengths: {100 * result['identical_codes_vs_exact']:.3f} % of the codes equal "
                      f"those of batches of one length")
-    lines.append(f"  peak RSS: worker {result['peak_rss_mb']:.0f} MB, each decoder {result['decoder_peak_rss_mb']:.0f} MB")
+    lines.append(_memory_line(result))
     for label, figures in result.get("agreement", {}).items():
         if "error" in figures:
             lines.append(f"  {label:<8} not available here: {figures['error']}")

@@ -286,13 +286,15 @@ def _add_vad_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_transcribe_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("speech recognition")
-    group.add_argument("--backend", dest="asr_backend", choices=("whisper", "pocketsphinx"), default="whisper",
-                       help="whisper (transformers' Whisper, audiomill[asr]; its weights from --model-path) or "
-                            "pocketsphinx (audiomill[pocketsphinx]: English, its model in the wheel, nothing to "
-                            "download)")
+    group.add_argument("--backend", dest="asr_backend", choices=("whisper", "faster-whisper", "pocketsphinx"),
+                       default="whisper",
+                       help="whisper (transformers' Whisper, audiomill[asr]; its weights from --model-path), "
+                            "faster-whisper (a CTranslate2 conversion, audiomill[faster-whisper]) or pocketsphinx "
+                            "(audiomill[pocketsphinx]: English, its model in the wheel, nothing to download)")
     group.add_argument("--model-path", default=None, metavar="DIR",
                        help="whisper: a transformers Whisper checkpoint (config.json, model.safetensors, the "
-                            "tokenizer and preprocessor_config.json); pocketsphinx: a model folder (acoustic "
+                            "tokenizer and preprocessor_config.json); faster-whisper: its CTranslate2 conversion "
+                            "(model.bin, config.json, tokenizer.json); pocketsphinx: a model folder (acoustic "
                             "model, .dict, optional LM) instead of the wheel's English one")
     group.add_argument("--language", default=None, metavar="CODE",
                        help="whisper: the language of every clip (default: detected per clip)")
@@ -546,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "audio, one thread), the decode ceiling and 'audiomill vad' end to end; transcribe: the "
                          "model ceiling (batches of pre-decoded whole files), the decode ceiling, 'audiomill "
                          "transcribe' end to end and the naive loop")
-    be.add_argument("--backend", choices=("silero", "ten-vad", "whisper", "pocketsphinx"), default=None,
+    be.add_argument("--backend", choices=("silero", "ten-vad", "whisper", "faster-whisper", "pocketsphinx"), default=None,
                     help="--stage vad: silero (default) or ten-vad; --stage transcribe: whisper (default; "
                          "--model-path, or --tiny) or pocketsphinx")
     be.add_argument("--grammar", default=None, metavar="FILE.jsgf", help="--stage transcribe: pocketsphinx's grammar")

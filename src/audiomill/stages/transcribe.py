@@ -134,7 +134,13 @@ class TranscribeStage(BatchedModelStage):
                 raise UsageError(f"--grammar {cfg.grammar}: no such file")
         if cfg.model_path:
             cfg.model_path = os.path.abspath(cfg.model_path)
-        if cfg.backend == "whisper":
+        if cfg.backend == "faster-whisper":
+            try:
+                cfg.weights = find_weights("faster-whisper", (("model.bin",), ("config.json",), ("tokenizer.json",)),
+                                           None, cfg.model_path, random_hint=False)
+            except WeightsNotFound as exc:
+                raise UsageError(str(exc)) from None
+        elif cfg.backend == "whisper":
             try:
                 cfg.weights = find_weights("whisper", (("config.json",), ("model.safetensors", "pytorch_model.bin",
                                                                          "model.safetensors.index.json"),
@@ -161,7 +167,7 @@ class TranscribeStage(BatchedModelStage):
     @classmethod
     def build(cls, settings: dict[str, Any], device: str) -> "TranscribeStage":
         cfg = TranscribeSettings.from_dict(settings)
-        if cfg.backend != "whisper":
+        if not asr.backend_class(cfg.backend).gpu:
             device = "cpu"
         backend = _checked.pop(_cache_key(settings), None) if device == "cpu" else None
         backend = backend or asr.load_backend(cfg.backend, cfg.weights, device, cfg.precision, cfg.language, cfg.task,
@@ -183,9 +189,8 @@ class TranscribeStage(BatchedModelStage):
         self.fields = SEGMENT_FIELDS if self.vad is not None else FIELDS
         if self.vad is not None:  # a record per segment, each keyed <file>-NNNN
             self.file_key = "source_key"
-        super().__init__(RATE, 1, 0.0, 0.0, batch_seconds, device if backend.name == "whisper" else "cpu",
-                         "fp32", pipeline=None if backend.name == "whisper" else False,
-                         max_padding=settings.max_padding)
+        super().__init__(RATE, 1, 0.0, 0.0, batch_seconds, device if backend.gpu else "cpu", "fp32",
+                         pipeline=None if backend.gpu else False, max_padding=settings.max_padding)
         # the view of a vad stage (the same windows and rate: one resample feeds both)
         self.window = WINDOW
         self.overlap = 0
@@ -196,7 +201,8 @@ class TranscribeStage(BatchedModelStage):
     def begin(self, ticket: int, item: Item) -> "_File":
         text = item.meta.get("text")
         keep = isinstance(text, str) and text.strip() != "" and not self.settings.overwrite_text
-        return _File(ticket, item, passthrough=keep, vad=self.vad.begin(ticket, item) if self.vad and not keep else None)
+        vad = self.vad.begin(ticket, item) if self.vad is not None and not keep else None
+        return _File(ticket, item, passthrough=keep, vad=vad)
 
     def add_window(self, state: "_File", number: int, window: Window, samples: np.ndarray, last: bool,
                    num_samples: int = 0) -> list[FileOutput]:
@@ -251,7 +257,7 @@ class TranscribeStage(BatchedModelStage):
                 for n, (a, b) in enumerate(record["speech_segments"])]
 
     def batch_key(self, num_samples: int) -> int:
-        return 1 if self.backend.name == "whisper" and num_samples > asr.LONG_FORM else 0
+        return 1 if self.backend.batched and num_samples > asr.LONG_FORM else 0
 
     def prepare(self, clips: list[np.ndarray]) -> tuple:
         import torch
