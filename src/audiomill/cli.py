@@ -548,10 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "audio, one thread), the decode ceiling and 'audiomill vad' end to end; transcribe: the "
                          "model ceiling (batches of pre-decoded whole files), the decode ceiling, 'audiomill "
                          "transcribe' end to end and the naive loop")
-    be.add_argument("--backend", choices=("silero", "ten-vad", "whisper", "faster-whisper", "pocketsphinx"), default=None,
+    be.add_argument("--backend", default=None,
+                    choices=("silero", "ten-vad", "whisper", "faster-whisper", "pocketsphinx"),
                     help="--stage vad: silero (default) or ten-vad; --stage transcribe: whisper (default; "
                          "--model-path, or --tiny) or pocketsphinx")
-    be.add_argument("--grammar", default=None, metavar="FILE.jsgf", help="--stage transcribe: pocketsphinx's grammar")
+    be.add_argument("--grammar", default=None, metavar="FILE.jsgf",
+                    help="--stage transcribe: pocketsphinx's grammar")
     be.add_argument("--max-tokens-per-second", type=_positive(float), default=12.0, metavar="N",
                     help="--stage transcribe: whisper's limit of new tokens per second of a clip (+ 8)")
     be.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
