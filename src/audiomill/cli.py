@@ -314,9 +314,11 @@ def _add_transcribe_flags(parser: argparse.ArgumentParser) -> None:
                        help="whisper: a clip's text ends after N tokens per second of it (+ 8), so that a looping "
                             "decoder stops")
     group.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
-                       help="audio per model call (0: 10 s on CPU, 480 s on a GPU); halved on out of memory")
+                       help="audio per model call, each whisper clip counted as 30 s (0: whisper 240 s on CPU, 960 s "
+                            "on a GPU; the others 10 s); halved on out of memory")
     group.add_argument("--max-padding", type=_non_negative(float), default=0.5, metavar="SHARE",
-                       help="padding a batch may hold, a share of its clips' own samples")
+                       help="padding a batch may hold, a share of its clips' own samples (not whisper's: it pads "
+                            "every clip to 30 s)")
     group.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
                        help="whisper on a GPU: the model's precision")
 

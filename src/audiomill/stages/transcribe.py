@@ -45,7 +45,9 @@ from audiomill.stages.budget import CPU_BATCH_SECONDS
 from audiomill.stages.vad import WINDOW, VadSettings, VadStage, audio_filepath, complete_records, write_atomic
 
 RATE = asr.RATE
-GPU_BATCH_SECONDS = 480.0  # 16 clips of 30 s: Whisper large fits this in fp16 on a 24 GB card
+# Whisper pads every clip to 30 s: a batch costs 30 s of audio a clip, whatever the clips' lengths, and
+# padding costs nothing more. Its default budgets are in clips of 30 s.
+WHISPER_BATCH_SECONDS = {"cpu": 8 * 30.0, "cuda": 32 * 30.0}
 FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string", "backend": "string", "offset": "float64",
           "duration": "float64", "text": "string", "language": "string", "confidence": "float64",
           "no_speech_prob": "float64", "flags": "list<string>", "dropped": "string"}
@@ -172,7 +174,10 @@ class TranscribeStage(BatchedModelStage):
         backend = _checked.pop(_cache_key(settings), None) if device == "cpu" else None
         backend = backend or asr.load_backend(cfg.backend, cfg.weights, device, cfg.precision, cfg.language, cfg.task,
                                               cfg.grammar, cfg.max_tokens_per_second)
-        seconds = cfg.batch_seconds or (GPU_BATCH_SECONDS if device.startswith("cuda") else CPU_BATCH_SECONDS)
+        seconds = cfg.batch_seconds
+        if not seconds:
+            kind = "cuda" if device.startswith("cuda") and backend.gpu else "cpu"
+            seconds = WHISPER_BATCH_SECONDS[kind] if backend.batched else CPU_BATCH_SECONDS
         return cls(backend, cfg, seconds, device)
 
     @classmethod
@@ -190,11 +195,20 @@ class TranscribeStage(BatchedModelStage):
         if self.vad is not None:  # a record per segment, each keyed <file>-NNNN
             self.file_key = "source_key"
         super().__init__(RATE, 1, 0.0, 0.0, batch_seconds, device if backend.gpu else "cpu", "fp32",
-                         pipeline=None if backend.gpu else False, max_padding=settings.max_padding)
+                         pipeline=None if backend.gpu else False,
+                         max_padding=float("inf") if backend.batched else settings.max_padding)
+        self.set_batch_seconds(batch_seconds)
         # the view of a vad stage (the same windows and rate: one resample feeds both)
         self.window = WINDOW
         self.overlap = 0
         self.alignment = self.vad.alignment if self.vad is not None else 512
+
+    def set_batch_seconds(self, seconds: float) -> None:
+        """Whisper's clips each cost 30 s (its features are 30 s whatever the clip): a batch holds at most
+        ``seconds / 30`` of them."""
+        super().set_batch_seconds(seconds)
+        if self.backend.batched:
+            self.batcher.max_pieces = max(1, int(seconds // 30))
 
     # -- the Stage protocol: a file's windows gathered, then its clips batched ---------------------------
 
