@@ -596,6 +596,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(be)
     be.set_defaults(func=cmd_bench)
 
+    tt = commands.add_parser(
+        "train-tokenizer", formatter_class=_Formatter, help="train a SentencePiece model on manifests' text",
+        description="Train a SentencePiece model (BPE or unigram) on the 'text' of every line of JSONL manifests,\n"
+                    "each cleaned and normalised as the text stage does (--language en also spells numbers),\n"
+                    "so that the ids the text stage writes come from text the model has seen.",
+    )
+    tt.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL manifests with a 'text' field")
+    tt.add_argument("--out", "-o", required=True, metavar="FILE.model", help="the model file to write")
+    tt.add_argument("--vocab-size", type=_positive(int), default=8000, metavar="N", help="pieces in the vocabulary")
+    tt.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe", help="SentencePiece's model type")
+    tt.add_argument("--language", default=None, metavar="CODE", help="normalise as this language (en: numbers)")
+    tt.add_argument("--character-coverage", type=_positive(float), default=1.0, metavar="SHARE",
+                    help="the share of characters the model covers (1.0 for small alphabets such as Ge'ez)")
+    tt.set_defaults(func=cmd_train_tokenizer)
+
     pu = commands.add_parser(
         "push", formatter_class=_Formatter, help="upload a finished output folder as a Hugging Face dataset",
         description="Upload the complete shards of an output folder, with its dataset card (README.md, written\n"
@@ -692,6 +707,29 @@ def cmd_vad(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     cfg.command = "vad"
     return run(cfg, _slurm_from_args(args))
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from audiomill.errors import UsageError
+    from audiomill.text import manifest_texts, train_tokenizer
+
+    for path in args.manifests:
+        if not os.path.isfile(path):
+            raise UsageError(f"no manifest {path}")
+    if not args.out.endswith(".model"):
+        raise UsageError(f"--out {args.out}: a SentencePiece model file ends in .model")
+    counts: dict[str, int] = {}
+    try:
+        trained = train_tokenizer(manifest_texts(args.manifests, counts), args.out, args.vocab_size, args.model_type,
+                                  args.character_coverage, args.language)
+    except RuntimeError as exc:  # sentencepiece's own complaint, e.g. a vocabulary too large for the text
+        raise UsageError(f"sentencepiece could not train: {str(exc).strip().splitlines()[-1]}") from None
+    notes = [f"{trained['empty']} empty once cleaned"] if trained["empty"] else []
+    if counts.get("bad"):
+        notes.append(f"{counts['bad']} lines without text skipped")
+    print(f"wrote {args.out}: {args.vocab_size} pieces ({args.model_type}) from {trained['lines']} lines"
+          + "".join(f", {note}" for note in notes))
+    return 0
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
