@@ -25,6 +25,7 @@ system-deps:
 test-deps: system-deps .constraints.txt
 	$(PIP) install -c .constraints.txt -e ".[test]"
 	$(PIP) install -c .constraints.txt --no-deps spark-tts-lib==0.2.1
+	$(PIP) install -c .constraints.txt --no-deps indextts2-inference==2.1.1
 	$(PYTHON) scripts/reference_torchaudio.py
 	$(PYTHON) scripts/reference_maskgct.py
 
