@@ -596,6 +596,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(be)
     be.set_defaults(func=cmd_bench)
 
+    tts = commands.add_parser(
+        "prepare-tts", formatter_class=_Formatter, help="IndexTTS2 training data: text ids, codes, conditioning",
+        description=(
+            "Prepare an IndexTTS2 training set from utterances with text (a manifest's or a dataset's 'text',\n"
+            "a tar sample's JSON): per utterance the normalised text as SentencePiece ids (--tokenizer), the\n"
+            "MaskGCT semantic codes, the speaker conditioning [32, model_dim] and the emotion vector, from an\n"
+            "IndexTTS2 release folder (--model-path: config.yaml, gpt.pth, wav2vec2bert_stats.pt,\n"
+            "semantic_codec/model.safetensors, w2v-bert-2.0/). The records go to <out>/text and <out>/tts;\n"
+            "when the run ends, IndexTTS2's layout is written at <out>: text_ids/, codes/, condition/,\n"
+            "emo_vec/ (<id>.npy), train_manifest.jsonl, val_manifest.jsonl (by a hash of the id) and\n"
+            "stats.json. Run the same command again after a kill: it resumes."
+        ),
+        epilog=EXIT_CODES,
+    )
+    _add_run_flags(tts, inputs="+")
+    group = tts.add_argument_group("TTS set")
+    group.add_argument("--tokenizer", required=True, metavar="FILE.model",
+                       help="a SentencePiece model (see 'audiomill train-tokenizer')")
+    group.add_argument("--language", default=None, metavar="CODE",
+                       help="the text's language for normalisation (en: numbers as words); default: each "
+                            "utterance's own 'language'")
+    group.add_argument("--model-path", required=True, metavar="DIR", help="an IndexTTS2 release folder")
+    group.add_argument("--val-ratio", type=_non_negative(float), default=0.01, metavar="SHARE",
+                       help="the share of ids that go to val_manifest.jsonl (IndexTTS2's SHA-1 rule)")
+    group.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
+                       help="audio per model call (0: 10 s on CPU, 600 s on a GPU); halved on out of memory")
+    group.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+                       help="the models' precision on a GPU")
+    _add_executors(tts)
+    tts.set_defaults(func=cmd_prepare_tts)
+
     tt = commands.add_parser(
         "train-tokenizer", formatter_class=_Formatter, help="train a SentencePiece model on manifests' text",
         description="Train a SentencePiece model (BPE or unigram) on the 'text' of every line of JSONL manifests,\n"
@@ -706,6 +737,16 @@ def cmd_vad(args: argparse.Namespace) -> int:
 
     cfg = _config_from_args(args)
     cfg.command = "vad"
+    return run(cfg, _slurm_from_args(args))
+
+
+def cmd_prepare_tts(args: argparse.Namespace) -> int:
+    from audiomill.run import run
+
+    cfg = _config_from_args(args)
+    cfg.stages = [{"kind": "text", "name": "text", "tokenizer": args.tokenizer, "language": args.language},
+                  {"kind": "indextts", "name": "tts", "model_path": args.model_path, "val_ratio": args.val_ratio,
+                   "batch_seconds": args.batch_seconds, "precision": args.precision}]
     return run(cfg, _slurm_from_args(args))
 
 

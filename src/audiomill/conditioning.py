@@ -247,9 +247,10 @@ class ConditioningConfig:
     condition_module: dict[str, Any]
     emo_condition_module: dict[str, Any]
     condition_num_latent: int = 32
+    features: int = FEATURE_SIZE  # the w2v-BERT width (1024; a test model's own)
 
     @classmethod
-    def from_gpt(cls, gpt: dict[str, Any]) -> "ConditioningConfig":
+    def from_gpt(cls, gpt: dict[str, Any], features: int = FEATURE_SIZE) -> "ConditioningConfig":
         kind = gpt.get("condition_type", "perceiver")
         if kind != "conformer_perceiver":
             raise ValueError(f"condition_type {kind!r}: audiomill builds IndexTTS2's conformer_perceiver")
@@ -257,7 +258,7 @@ class ConditioningConfig:
             if name not in gpt:
                 raise ValueError(f"config.yaml's gpt section has no {name}")
         return cls(int(gpt["model_dim"]), dict(gpt["condition_module"]), dict(gpt["emo_condition_module"]),
-                   int(gpt.get("condition_num_latent", 32)))
+                   int(gpt.get("condition_num_latent", 32)), features)
 
 
 class Conditioning(nn.Module):
@@ -266,17 +267,17 @@ class Conditioning(nn.Module):
     def __init__(self, cfg: ConditioningConfig) -> None:
         super().__init__()
         cond, emo = cfg.condition_module, cfg.emo_condition_module
-        self.conditioning_encoder = Conformer(FEATURE_SIZE, **cond)
+        self.conditioning_encoder = Conformer(cfg.features, **cond)
         self.perceiver_encoder = Perceiver(cfg.model_dim, cond["output_size"], cfg.condition_num_latent,
                                            cond["attention_heads"], cond["perceiver_mult"])
-        self.emo_conditioning_encoder = Conformer(FEATURE_SIZE, **emo)
-        self.emo_perceiver_encoder = Perceiver(FEATURE_SIZE, emo["output_size"], 1, emo["attention_heads"],
+        self.emo_conditioning_encoder = Conformer(cfg.features, **emo)
+        self.emo_perceiver_encoder = Perceiver(cfg.features, emo["output_size"], 1, emo["attention_heads"],
                                                emo["perceiver_mult"])
-        self.emovec_layer = nn.Linear(FEATURE_SIZE, cfg.model_dim)
+        self.emovec_layer = nn.Linear(cfg.features, cfg.model_dim)
         self.emo_layer = nn.Linear(cfg.model_dim, cfg.model_dim)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``features`` ``[B, T, 1024]`` (normalised w2v-BERT layer 17), ``lengths`` ``[B]`` frames."""
+        """``features`` ``[B, T, width]`` (normalised w2v-BERT layer 17), ``lengths`` ``[B]`` frames."""
         encoded, keep = self.conditioning_encoder(features, lengths)
         condition = self.perceiver_encoder(encoded, keep.squeeze(1))
         encoded, keep = self.emo_conditioning_encoder(features, lengths)
@@ -291,12 +292,40 @@ def load_conditioning(folder: str, device: str = "cpu") -> Conditioning:
 
     with open(os.path.join(folder, "config.yaml"), encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
-    model = Conditioning(ConditioningConfig.from_gpt((config or {}).get("gpt") or {}))
     state = torch.load(os.path.join(folder, "gpt.pth"), map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) else state
+    layer = state.get("emovec_layer.weight")
+    features = int(layer.shape[1]) if layer is not None else FEATURE_SIZE  # the w2v-BERT width it was trained on
+    model = Conditioning(ConditioningConfig.from_gpt((config or {}).get("gpt") or {}, features))
     wanted = {key: value for key, value in state.items() if key.startswith(PREFIXES) and not key.endswith(".pe")}
     missing = sorted(set(model.state_dict()) - set(wanted))
     if missing:
         raise ValueError(f"gpt.pth lacks {len(missing)} conditioning weights, e.g. {', '.join(missing[:3])}")
     model.load_state_dict(wanted)
     return model.to(device).eval()
+
+
+TINY_GPT = dict(model_dim=32, heads=2, condition_type="conformer_perceiver", condition_num_latent=32,
+                condition_module=dict(output_size=16, linear_units=32, attention_heads=2, num_blocks=1,
+                                      input_layer="conv2d2", perceiver_mult=2),
+                emo_condition_module=dict(output_size=16, linear_units=32, attention_heads=2, num_blocks=1,
+                                          input_layer="conv2d2", perceiver_mult=2))
+
+
+def save_tiny(folder: str, features: int, seed: int = 0) -> str:
+    """Tiny random conditioning paths for ``features``-wide w2v-BERT features, saved as a release is laid
+    out (``config.yaml``'s ``gpt`` section, ``gpt.pth`` ``{"model": state}``); biases, position biases,
+    latents and norm scales randomised too (they start at zero or one)."""
+    import yaml
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        model = Conditioning(ConditioningConfig.from_gpt(TINY_GPT, features))
+        for name, parameter in model.named_parameters():
+            if name.endswith(("bias", "pos_bias_u", "pos_bias_v", "latents", "gamma")):
+                parameter.normal_(0.0, 0.3)
+    os.makedirs(folder, exist_ok=True)
+    torch.save({"model": model.state_dict()}, os.path.join(folder, "gpt.pth"))
+    with open(os.path.join(folder, "config.yaml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump({"gpt": TINY_GPT}, handle)
+    return folder

@@ -241,11 +241,18 @@ class MaskGCTSemantic:
 
     def encode_features(self, inputs, lengths):
         """Codes of a batch of features (from :attr:`featurizer`, padded by :func:`audiomill.features.collate`)."""
+        return self.codes_of(self.semantic_features(inputs))
+
+    def semantic_features(self, inputs):
+        """w2v-BERT's layer 17, normalised by the statistics: ``[B, T, hidden]`` (what the codes, and
+        IndexTTS2's conditioning, are computed from)."""
         hidden = self.model(input_features=inputs["input_features"].to(self.device),
                             attention_mask=inputs["attention_mask"].to(self.device),
                             output_hidden_states=True).hidden_states[LAYER]
-        codes = self.codec((hidden - self.mean) / self.std)  # [quantizers, B, T]
-        return [codes.permute(1, 0, 2)]
+        return (hidden - self.mean) / self.std
+
+    def codes_of(self, features):
+        return [self.codec(features).permute(1, 0, 2)]  # [quantizers, B, T] -> [B, quantizers, T]
 
     def decode(self, codes):
         raise UsageError(f"{self.name} codes are semantic units: there is no decoder back to audio")

@@ -35,7 +35,8 @@ from audiomill.items import Item
 log = logging.getLogger(__name__)
 
 KINDS = {"tokenize": "audiomill.stages.tokenize:TokenizeStage", "vad": "audiomill.stages.vad:VadStage",
-         "transcribe": "audiomill.stages.transcribe:TranscribeStage", "text": "audiomill.stages.text:TextStage"}
+         "transcribe": "audiomill.stages.transcribe:TranscribeStage", "text": "audiomill.stages.text:TextStage",
+         "indextts": "audiomill.stages.tts:TtsStage"}
 
 
 

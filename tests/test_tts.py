@@ -1,0 +1,154 @@
+"""audiomill prepare-tts: IndexTTS2's layout from a tiny release folder (a tiny w2v-BERT, RepCodec and
+statistics in MaskGCT's layout; tiny conditioning paths in gpt.pth), compared with the maskgct-semantic
+codec's own codes and with the conditioning paths run on each clip alone; the split, bad input, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from audiomill.corpus import SENTENCES, encode_audio, speak
+from audiomill.text import is_validation, normalise, train_tokenizer
+from tests.conftest import read_jsonl, run_audiomill
+from tests.sinks.conftest import kill_when, output_tree
+
+KEYS = ["id", "audio_path", "text", "speaker", "language", "duration", "text_ids_path", "text_len", "codes_path",
+        "code_len", "condition_path", "condition_len", "emo_vec_path"]
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> str:
+    from audiomill.codecs.maskgct import save_random
+    from audiomill.conditioning import save_tiny
+
+    folder = str(tmp_path_factory.mktemp("IndexTTS-2"))
+    save_random(folder)
+    return save_tiny(folder, features=16)
+
+
+@pytest.fixture(scope="module")
+def utterances(tmp_path_factory) -> dict:
+    """Seven good utterances (two of them the same audio under two ids: one exact-length batch), one with
+    text that cleans to nothing, one whose file is missing, one line that is not JSON; a tokenizer."""
+    folder = tmp_path_factory.mktemp("utterances")
+    rows = []
+    for number in range(6):
+        samples, rate = speak(SENTENCES[number])
+        path = folder / f"s{number}.{('flac', 'mp3', 'wav')[number % 3]}"
+        path.write_bytes(encode_audio(samples[: int(rate * (1.0 + 0.4 * number))], rate, path.suffix[1:]))
+        rows.append({"audio_filepath": str(path), "id": f"utt_{number:06d}", "text": SENTENCES[number],
+                     "speaker": f"spk{number % 2}", "language": "en"})
+    rows.append({**rows[0], "id": "utt_000006", "text": "spk 1: Twice, the 2nd time."})
+    rows.append({**rows[1], "id": "utt_000007", "text": "speaker 4:  "})
+    rows.append({"audio_filepath": str(folder / "gone.wav"), "id": "utt_000008", "text": "missing"})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{not json\n")
+    model = str(folder / "bpe.model")
+    train_tokenizer([r["text"] for r in rows] * 4, model, vocab_size=90, language="en")
+    return {"manifest": str(manifest), "tokenizer": model, "rows": {r["id"]: r for r in rows}}
+
+
+def prepare(utterances, release, out, *flags: str) -> list[str]:
+    return ["prepare-tts", utterances["manifest"], "--tokenizer", utterances["tokenizer"], "--language", "en",
+            "--model-path", release, "--val-ratio", "0.5", "--out", str(out), *flags]
+
+
+@pytest.fixture(scope="module")
+def prepared(utterances, release, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "out"
+    result = run_audiomill(*prepare(utterances, release, out))
+    assert result.returncode == 3, result.stderr  # complete, with the bad rows as error records
+    return out
+
+
+def test_the_layout_and_manifests_are_indextts2s(prepared, utterances):
+    out = prepared
+    assert sorted(os.listdir(out)) == ["README.md", "_audiomill", "codes", "condition", "emo_vec", "stats.json",
+                                       "text", "text_ids", "train_manifest.jsonl", "tts", "val_manifest.jsonl"]
+    train, val = read_jsonl(out / "train_manifest.jsonl"), read_jsonl(out / "val_manifest.jsonl")
+    entries = train + val
+    assert sorted(e["id"] for e in entries) == [f"utt_{n:06d}" for n in range(7)]
+    assert train and val  # the hash rule at 0.5 puts some ids on each side, always the same ones
+    for entry in train:
+        assert list(entry) == KEYS and not is_validation(entry["id"], 0.5)
+    for entry in val:
+        assert list(entry) == KEYS and is_validation(entry["id"], 0.5)
+    for entry in entries:
+        row = utterances["rows"][entry["id"]]
+        assert entry["text"] == normalise(row["text"], "en") and entry["speaker"] == row["speaker"]
+        assert entry["audio_path"] == row["audio_filepath"] and entry["language"] == "en"
+        for name, length in (("text_ids", "text_len"), ("codes", "code_len"), ("condition", "condition_len"),
+                             ("emo_vec", None)):
+            path = entry[f"{name}_path"]
+            assert path == f"{name}/{entry['id']}.npy"  # relative to --out
+            array = np.load(out / path)
+            if length:
+                assert len(array) == entry[length]
+        assert np.load(out / entry["text_ids_path"]).dtype == np.int32
+        assert np.load(out / entry["codes_path"]).dtype == np.int32
+        assert np.load(out / entry["condition_path"]).shape == (32, 32)
+        assert np.load(out / entry["emo_vec_path"]).shape == (32,)
+    assert next(e for e in entries if e["id"] == "utt_000006")["text"] == "Twice, the second time."
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["total"], stats["train"], stats["val"]) == (7, len(train), len(val))
+    assert stats["tokenizer"] == utterances["tokenizer"] and stats["gpt_checkpoint"].endswith("gpt.pth")
+    assert len(stats["tokenizer_sha256"]) == 64 and len(stats["gpt_checkpoint_sha256"]) == 64
+    errors = read_jsonl(out / "text" / "manifest-00000.errors.jsonl")
+    assert sorted(e["key"] for e in errors) == ["line10", "utt_000007", "utt_000008"]
+
+
+def test_codes_equal_the_codecs_and_vectors_equal_each_clip_alone(prepared, utterances, release, tmp_path):
+    import torch
+
+    from audiomill.audio import decode
+    from audiomill.stages.tts import TtsSettings, TtsStage
+
+    out = prepared
+    tokens = tmp_path / "tokens"
+    result = run_audiomill("tokenize", utterances["manifest"], "--codec", "maskgct-semantic", "--model-path", release,
+                           "--out", str(tokens))
+    assert result.returncode == 3, result.stderr
+    reference = {r["key"]: r["tokens"][0] for r in read_jsonl(tokens / "manifest-00000.jsonl")}
+    stage = TtsStage.build(TtsStage.check({"model_path": release}), "cpu")
+    assert isinstance(TtsSettings.from_dict({"model_path": release}), TtsSettings)
+    for number in range(7):
+        key = f"utt_{number:06d}"
+        codes = np.load(out / "codes" / f"{key}.npy")
+        assert codes.tolist() == reference[key] and len(set(codes.tolist())) > 1  # codes that vary
+        samples = decode(utterances["rows"][key]["audio_filepath"], 16000).samples
+        with torch.inference_mode():
+            alone_codes, condition, emotion = stage.encode_arrays([samples])[0]
+        assert alone_codes.tolist() == codes.tolist()
+        np.testing.assert_allclose(np.load(out / "condition" / f"{key}.npy"), condition, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.load(out / "emo_vec" / f"{key}.npy"), emotion, atol=1e-5, rtol=0)
+    # utt_000000 and utt_000006 are one audio: the same codes and vectors, to the bit (one clip a model call)
+    assert np.array_equal(np.load(out / "condition" / "utt_000000.npy"), np.load(out / "condition" / "utt_000006.npy"))
+    assert np.array_equal(np.load(out / "codes" / "utt_000000.npy"), np.load(out / "codes" / "utt_000006.npy"))
+
+
+def test_killed_runs_resume_to_the_same_layout(prepared, utterances, release, tmp_path):
+    out = tmp_path / "out"
+
+    def journaled() -> bool:
+        partial = out / "tts" / "manifest-00000.jsonl.partial"
+        return partial.exists() and partial.read_text().count("\n") >= 2
+
+    kill_when(prepare(utterances, release, out), journaled)
+    assert not (out / "train_manifest.jsonl").exists()
+    assert run_audiomill(*prepare(utterances, release, out)).returncode == 3
+    assert output_tree(out) == output_tree(prepared)
+    shutil.rmtree(out / "codes")  # the layout is rebuilt from the records by a rerun
+    assert run_audiomill(*prepare(utterances, release, out)).returncode == 3
+    assert output_tree(out) == output_tree(prepared)
+
+
+def test_a_release_folder_without_gpt_pth_is_one_line(utterances, release, tmp_path):
+    broken = tmp_path / "release"
+    shutil.copytree(release, broken)
+    os.remove(broken / "gpt.pth")
+    result = run_audiomill(*prepare(utterances, str(broken), tmp_path / "out"))
+    assert result.returncode == 1 and "has no gpt.pth" in result.stderr and "Traceback" not in result.stderr
