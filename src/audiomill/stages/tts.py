@@ -65,7 +65,8 @@ class TtsSettings:
             raise UsageError(f"an indextts stage has no setting {', '.join(unknown)}; its settings: "
                              f"{', '.join(sorted(names))}")
         cfg = cls(**data)
-        if isinstance(cfg.val_ratio, bool) or not isinstance(cfg.val_ratio, (int, float)) or not 0 <= cfg.val_ratio <= 1:
+        ratio = cfg.val_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise UsageError(f"--val-ratio {cfg.val_ratio!r}: expected a share between 0 and 1")
         if cfg.precision not in PRECISIONS:
             raise UsageError(f"--precision {cfg.precision}: expected one of {', '.join(PRECISIONS)}")
@@ -160,7 +161,8 @@ class TtsStage(BatchedModelStage):
         item = state.item
         record = {"key": item.key, "tar_file": item.source, "audio_file": item.audio_file,
                   "duration": round(state.num_samples / self.sample_rate, 6), "codes": codes.tolist(),
-                  "code_len": int(codes.size), "condition": condition.tolist(), "condition_len": int(condition.shape[0]),
+                  "code_len": int(codes.size), "condition": condition.tolist(),
+                  "condition_len": int(condition.shape[0]),
                   "emo_vec": emotion.tolist()}
         return FileOutput(state.ticket, item, [with_meta(record, item, set(FIELDS) | {"error"})],
                           audio_seconds=state.num_samples / self.sample_rate)
@@ -228,7 +230,8 @@ def write_layout(folder, group: str) -> None:
         meta = {**(words.get("meta") or {}), **words}
         entry = {"id": key, "audio_path": audio_filepath(record.get("tar_file") or "", record.get("audio_file") or ""),
                  "text": words["text"], "speaker": meta.get("speaker") or "", "language": words.get("language") or "",
-                 "duration": record["duration"], "text_ids_path": paths["text_ids"], "text_len": int(arrays["text_ids"].size),
+                 "duration": record["duration"], "text_ids_path": paths["text_ids"],
+                 "text_len": int(arrays["text_ids"].size),
                  "codes_path": paths["codes"], "code_len": int(arrays["codes"].size),
                  "condition_path": paths["condition"], "condition_len": int(arrays["condition"].shape[0]),
                  "emo_vec_path": paths["emo_vec"]}
