@@ -102,3 +102,13 @@ def test_bench_stage_transcribe_reports_ceilings_end_to_end_and_the_naive_loop(t
     assert figures["backend"] == "whisper" and figures["corpus_audio_seconds"] >= 12
     assert figures["mean_batch_clips"] > 1  # short files share a model call
     assert abs(figures["end_to_end_over_naive"] - figures["end_to_end"] / figures["naive"]) < 0.02
+
+
+def test_bench_stage_prepare_tts_reports_its_figures(tmp_path):
+    result = run_audiomill("bench", "--stage", "prepare-tts", "--tiny", "--corpus-seconds", "8", "--longest-seconds",
+                           "4", "--json", "--work-dir", str(tmp_path), check=True)
+    figures = json.loads(result.stdout)
+    for name in ("model_ceiling", "decode_ceiling", "ceiling", "end_to_end", "naive", "peak_rss_mb"):
+        assert figures[name] > 0, name
+    assert figures["stage"] == "prepare-tts" and figures["mean_batch_clips"] == 1.0  # one clip a call
+    assert figures["corpus_audio_seconds"] >= 8

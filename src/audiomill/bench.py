@@ -246,6 +246,64 @@ class Bench:
         stage.close()
         return result
 
+    def _run_tts(self) -> dict[str, Any]:
+        """``--stage prepare-tts``: the indextts stage (w2v-BERT, RepCodec, the conditioning paths) on each
+        file's pre-computed filter banks, the decoders (which compute them), the stage end to end, and the
+        naive loop (decode and filter banks on this thread, one file at a time). Without --model-path: a
+        release of the real sizes with random weights (--tiny: the test sizes), made in the work folder."""
+        from audiomill.codecs.maskgct import save_random
+        from audiomill.conditioning import REAL_GPT, save_tiny
+        from audiomill.runner.local import default_decode_workers
+        from audiomill.stages.tts import TtsStage
+
+        cfg = self.cfg
+        device = _bench_device(cfg.device)
+        release = cfg.model_path
+        if not release:
+            release = os.path.join(self.work, "release")
+            if cfg.tiny:
+                save_tiny(save_random(release), features=16)
+            else:  # w2v-BERT 2.0's and RepCodec's own sizes, IndexTTS2's conditioning
+                save_tiny(save_random(release, semantic={"num_hidden_layers": 24}, codec={"codebook_size": 8192}),
+                          features=1024, gpt=REAL_GPT)
+        stage = TtsStage.build(TtsStage.check({"model_path": release, "batch_seconds": cfg.batch_seconds,
+                                               "precision": cfg.precision}), device)
+        shards = self._shards()
+        workers = cfg.decode_workers or default_decode_workers(device, 1)
+        stage.encode_arrays([np.zeros(16000, np.float32)])  # warm up
+        end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
+        counts = stage.counts.summary()
+        decode, windows = self._decode_ceiling(stage, shards, workers)
+        clips = [piece for pieces in windows.values() for piece in pieces]
+        del windows
+        started = time.perf_counter()
+        for clip in clips:
+            stage.encode_tensors(*stage.prepare([clip]))
+        _synchronize(stage)
+        model = sum(len(clip) for clip in clips) / stage.sample_rate / (time.perf_counter() - started)
+        naive = None
+        if cfg.naive:
+            started, total = time.perf_counter(), 0
+            for samples in self._decoded_one_by_one(shards, stage.sample_rate):
+                stage.encode_arrays([samples])
+                total += len(samples)
+            _synchronize(stage)
+            naive = total / stage.sample_rate / (time.perf_counter() - started)
+        ceiling = min(model, decode) if device.startswith("cuda") else 1 / (1 / model + 1 / decode)
+        result = {"stage": "prepare-tts", "backend": "indextts", "weights": cfg.model_path or (
+                      "tiny random" if cfg.tiny else "real sizes, random"),
+                  "device": _device_name(device), "cpu_cores": os.cpu_count(), "decode_workers": workers,
+                  "batch_seconds": stage.batcher.max_samples / stage.sample_rate, "precision": cfg.precision,
+                  "corpus_files": len(clips), "corpus_audio_seconds": round(audio_seconds, 1),
+                  "model_ceiling": round(model, 2), "decode_ceiling": round(decode, 2), "ceiling": round(ceiling, 2),
+                  "end_to_end": round(end_to_end, 2), "end_to_end_over_ceiling": round(end_to_end / ceiling, 3),
+                  **counts, "peak_rss_mb": round(rss, 1), "decoder_peak_rss_mb": round(decoder_rss, 1),
+                  "date": time.strftime("%Y-%m-%d")}
+        if naive is not None:
+            result.update(naive=round(naive, 2), end_to_end_over_naive=round(end_to_end / naive, 2))
+        stage.close()
+        return result
+
     def _decoded_one_by_one(self, shards, rate: int):
         from audiomill.audio import decode
         from audiomill.errors import DecodeError
@@ -265,6 +323,8 @@ class Bench:
             return self._run_vad()
         if self.cfg.stage == "transcribe":
             return self._run_transcribe()
+        if self.cfg.stage == "prepare-tts":
+            return self._run_tts()
         import torch
 
         from audiomill.codecs import codec_info, load_codec, resolve_weights
@@ -577,7 +637,7 @@ def _memory_line(result: dict[str, Any]) -> str:
 
 
 def format_transcribe_report(result: dict[str, Any]) -> str:
-    lines = [f"audiomill bench --stage transcribe: {result['backend']} ({result['weights']}) on {result['device']}, "
+    lines = [f"audiomill bench --stage {result['stage']}: {result['backend']} ({result['weights']}) on {result['device']}, "
              f"{result['corpus_files']} files, {result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
              f"  decode workers {result['decode_workers']}, batches of {result['batch_seconds']:g} s, "
              f"{result['precision']}", "", f"  {'':<16}{'audio s / wall s':>18}"]
@@ -650,7 +710,8 @@ def format_report(result: dict[str, Any]) -> str:
 
 def run_bench(cfg: BenchConfig) -> int:
     result = Bench(cfg).run()
-    report = {"vad": format_vad_report, "transcribe": format_transcribe_report}.get(result.get("stage"), format_report)
+    report = {"vad": format_vad_report, "transcribe": format_transcribe_report,
+              "prepare-tts": format_transcribe_report}.get(result.get("stage"), format_report)
     print(json.dumps(result) if cfg.json else report(result))
     return 0
 

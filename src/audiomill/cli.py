@@ -545,11 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
             "WAV 16 kHz) from 1 s to --longest-seconds are made first."
         ),
     )
-    be.add_argument("--stage", choices=("tokenize", "vad", "transcribe"), default="tokenize",
+    be.add_argument("--stage", choices=("tokenize", "vad", "transcribe", "prepare-tts"), default="tokenize",
                     help="tokenize: a codec (the flags below); vad: the VAD ceiling (the backend on pre-decoded "
                          "audio, one thread), the decode ceiling and 'audiomill vad' end to end; transcribe: the "
                          "model ceiling (batches of pre-decoded whole files), the decode ceiling, 'audiomill "
-                         "transcribe' end to end and the naive loop")
+                         "transcribe' end to end and the naive loop; prepare-tts: the indextts stage (codes, "
+                         "conditioning, emotion; --model-path an IndexTTS2 release, else real sizes with random "
+                         "weights, --tiny the test sizes)")
     be.add_argument("--backend", default=None,
                     choices=("silero", "ten-vad", "whisper", "faster-whisper", "pocketsphinx"),
                     help="--stage vad: silero (default) or ten-vad; --stage transcribe: whisper (default; "

@@ -312,7 +312,15 @@ TINY_GPT = dict(model_dim=32, heads=2, condition_type="conformer_perceiver", con
                                           input_layer="conv2d2", perceiver_mult=2))
 
 
-def save_tiny(folder: str, features: int, seed: int = 0) -> str:
+# IndexTTS2's sizes (its release's config.yaml), for speed runs with random weights
+REAL_GPT = dict(model_dim=1280, heads=20, condition_type="conformer_perceiver", condition_num_latent=32,
+                condition_module=dict(output_size=512, linear_units=2048, attention_heads=8, num_blocks=6,
+                                      input_layer="conv2d2", perceiver_mult=2),
+                emo_condition_module=dict(output_size=512, linear_units=1024, attention_heads=4, num_blocks=4,
+                                          input_layer="conv2d2", perceiver_mult=2))
+
+
+def save_tiny(folder: str, features: int, seed: int = 0, gpt: dict[str, Any] | None = None) -> str:
     """Tiny random conditioning paths for ``features``-wide w2v-BERT features, saved as a release is laid
     out (``config.yaml``'s ``gpt`` section, ``gpt.pth`` ``{"model": state}``); biases, position biases,
     latents and norm scales randomised too (they start at zero or one)."""
@@ -320,12 +328,12 @@ def save_tiny(folder: str, features: int, seed: int = 0) -> str:
 
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        model = Conditioning(ConditioningConfig.from_gpt(TINY_GPT, features))
+        model = Conditioning(ConditioningConfig.from_gpt(gpt or TINY_GPT, features))
         for name, parameter in model.named_parameters():
             if name.endswith(("bias", "pos_bias_u", "pos_bias_v", "latents", "gamma")):
                 parameter.normal_(0.0, 0.3)
     os.makedirs(folder, exist_ok=True)
     torch.save({"model": model.state_dict()}, os.path.join(folder, "gpt.pth"))
     with open(os.path.join(folder, "config.yaml"), "w", encoding="utf-8") as handle:
-        yaml.safe_dump({"gpt": TINY_GPT}, handle)
+        yaml.safe_dump({"gpt": gpt or TINY_GPT}, handle)
     return folder
