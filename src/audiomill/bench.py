@@ -637,7 +637,8 @@ def _memory_line(result: dict[str, Any]) -> str:
 
 
 def format_transcribe_report(result: dict[str, Any]) -> str:
-    lines = [f"audiomill bench --stage {result['stage']}: {result['backend']} ({result['weights']}) on {result['device']}, "
+    lines = [f"audiomill bench --stage {result['stage']}: {result['backend']} ({result['weights']}) on "
+             f"{result['device']}, "
              f"{result['corpus_files']} files, {result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
              f"  decode workers {result['decode_workers']}, batches of {result['batch_seconds']:g} s, "
              f"{result['precision']}", "", f"  {'':<16}{'audio s / wall s':>18}"]
