@@ -1,6 +1,7 @@
 """`audiomill bench --stage transcribe` for the figures of BENCHMARKS.md: Whisper at the size of OpenAI's
-whisper-tiny (random weights, saved as a transformers checkpoint: what it costs, not what it says) and
-PocketSphinx (its English model, in its wheel), on one generated corpus of speech.
+whisper-tiny (random weights, saved as a transformers checkpoint: what it costs, not what it says), the
+same checkpoint converted for faster-whisper (CTranslate2), and PocketSphinx (its English model, in its
+wheel), on one generated corpus of speech.
 
     python benchmarks/transcribe.py [--corpus-seconds 120] [--longest-seconds 20] [--device auto]
                                     [--max-tokens-per-second 4] [--json]
@@ -27,7 +28,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-tokens-per-second", default="4")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--backends", default="whisper,pocketsphinx")
+    parser.add_argument("--backends", default="whisper,faster-whisper,pocketsphinx")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from audiomill.asr import save_tiny_whisper
@@ -35,15 +36,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="audiomill-asr-bench-") as work:
         model = save_tiny_whisper(os.path.join(work, "whisper-tiny-size"), d_model=384, layers=4, heads=6,
                                   vocab_size=51865)
+        converted = os.path.join(work, "whisper-tiny-size-ct2")
+        if "faster-whisper" in args.backends:
+            from ctranslate2.converters import TransformersConverter
+
+            TransformersConverter(model, copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(converted)
         corpus = os.path.join(work, "bench")
         results = []
         for backend in args.backends.split(","):
             command = [sys.executable, "-m", "audiomill", "bench", "--stage", "transcribe", "--backend", backend,
                        "--corpus-seconds", args.corpus_seconds, "--longest-seconds", args.longest_seconds,
                        "--device", args.device, "--work-dir", corpus, "--json"]
-            if backend == "whisper":
-                command += ["--model-path", model, "--max-tokens-per-second", args.max_tokens_per_second,
-                            "--precision", args.precision]
+            if backend in ("whisper", "faster-whisper"):
+                command += ["--model-path", model if backend == "whisper" else converted, "--max-tokens-per-second",
+                            args.max_tokens_per_second, "--precision", args.precision]
             elif args.device == "auto":
                 command[command.index("--device") + 1] = "cpu"
             done = subprocess.run(command, capture_output=True, text=True)

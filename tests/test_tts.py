@@ -152,3 +152,35 @@ def test_a_release_folder_without_gpt_pth_is_one_line(utterances, release, tmp_p
     os.remove(broken / "gpt.pth")
     result = run_audiomill(*prepare(utterances, str(broken), tmp_path / "out"))
     assert result.returncode == 1 and "has no gpt.pth" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_bad_input_zoo_becomes_error_records(utterances, release, tmp_path):
+    """A tar shard with an empty file, a text file named .mp3, a truncated MP3, an unsafe member name and a
+    file without text, each beside good ones: the good ones are in the manifests, the others error records
+    of the stage that could not use them."""
+    from audiomill.corpus import write_tar
+
+    def sample(key: str, audio: bytes, text: str | None = "A short sentence.") -> list[tuple[str, bytes]]:
+        sidecar = [(f"{key}.json", json.dumps({"text": text}).encode())] if text is not None else []
+        return [(f"{key}.mp3", audio), *sidecar]
+
+    samples, rate = speak(SENTENCES[1])
+    good = encode_audio(samples[: rate * 2], rate, "mp3")
+    members = (sample("ok/a", good) + sample("bad/empty", b"") + sample("bad/notaudio", b"plain text\n" * 40)
+               + sample("bad/truncated", good[: len(good) // 3]) + sample("../evil", good)
+               + sample("bad/notext", good, None) + sample("ok/b", good, "Another one, the 3rd."))
+    shard = str(tmp_path / "zoo.tar")
+    write_tar(shard, members)
+    out = tmp_path / "out"
+    result = run_audiomill("prepare-tts", shard, "--tokenizer", utterances["tokenizer"], "--language", "en",
+                           "--model-path", release, "--val-ratio", "0.2", "--out", str(out))
+    assert result.returncode == 3, result.stderr
+    entries = read_jsonl(out / "train_manifest.jsonl") + read_jsonl(out / "val_manifest.jsonl")
+    errors = {e["key"] for name in ("text", "tts") for path in sorted((out / name).glob("*.errors.jsonl"))
+              for e in read_jsonl(path)}
+    kept = sorted(e["id"] for e in entries)
+    assert {"ok/a", "ok/b"} <= set(kept) and {"bad/empty", "bad/notaudio", "bad/notext"} <= errors
+    assert not set(kept) & errors and "../evil" not in kept
+    assert set(kept) | errors >= {"ok/a", "ok/b", "bad/empty", "bad/notaudio", "bad/truncated", "bad/notext"}
+    assert json.loads((out / "stats.json").read_text())["total"] == len(kept)
+    assert (out / "codes" / "ok" / "a.npy").is_file()
