@@ -12,44 +12,12 @@ import numpy as np
 import pytest
 
 from audiomill.corpus import SENTENCES, encode_audio, speak
-from audiomill.text import is_validation, normalise, train_tokenizer
+from audiomill.text import is_validation, normalise
 from tests.conftest import read_jsonl, run_audiomill
 from tests.sinks.conftest import kill_when, output_tree
 
 KEYS = ["id", "audio_path", "text", "speaker", "language", "duration", "text_ids_path", "text_len", "codes_path",
         "code_len", "condition_path", "condition_len", "emo_vec_path"]
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory) -> str:
-    from audiomill.codecs.maskgct import save_random
-    from audiomill.conditioning import save_tiny
-
-    folder = str(tmp_path_factory.mktemp("IndexTTS-2"))
-    save_random(folder)
-    return save_tiny(folder, features=16)
-
-
-@pytest.fixture(scope="module")
-def utterances(tmp_path_factory) -> dict:
-    """Seven good utterances (two of them the same audio under two ids: one exact-length batch), one with
-    text that cleans to nothing, one whose file is missing, one line that is not JSON; a tokenizer."""
-    folder = tmp_path_factory.mktemp("utterances")
-    rows = []
-    for number in range(6):
-        samples, rate = speak(SENTENCES[number])
-        path = folder / f"s{number}.{('flac', 'mp3', 'wav')[number % 3]}"
-        path.write_bytes(encode_audio(samples[: int(rate * (1.0 + 0.4 * number))], rate, path.suffix[1:]))
-        rows.append({"audio_filepath": str(path), "id": f"utt_{number:06d}", "text": SENTENCES[number],
-                     "speaker": f"spk{number % 2}", "language": "en"})
-    rows.append({**rows[0], "id": "utt_000006", "text": "spk 1: Twice, the 2nd time."})
-    rows.append({**rows[1], "id": "utt_000007", "text": "speaker 4:  "})
-    rows.append({"audio_filepath": str(folder / "gone.wav"), "id": "utt_000008", "text": "missing"})
-    manifest = folder / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{not json\n")
-    model = str(folder / "bpe.model")
-    train_tokenizer([r["text"] for r in rows] * 4, model, vocab_size=90, language="en")
-    return {"manifest": str(manifest), "tokenizer": model, "rows": {r["id"]: r for r in rows}}
 
 
 def prepare(utterances, release, out, *flags: str) -> list[str]:

@@ -185,3 +185,23 @@ def test_transcribe_array_gives_the_manifest_of_a_local_run(slurm_cluster, eight
     manifest = open(out / "manifest.jsonl", "rb").read()
     assert manifest == open(tmp_path / "local" / "manifest.jsonl", "rb").read()
     assert len(manifest.splitlines()) == 9 and outputs(out) == outputs(tmp_path / "local")
+
+
+def test_prepare_tts_array_gives_the_layout_of_a_local_run(slurm_cluster, utterances, release, tmp_path):
+    """The split and every file of IndexTTS2's layout are the same from a SLURM array (2 tasks over 2 shards)
+    as from a local run."""
+    from tests.sinks.conftest import output_tree
+
+    args = ["prepare-tts", utterances["manifest"], "--tokenizer", utterances["tokenizer"], "--language", "en",
+            "--model-path", release, "--val-ratio", "0.5", "--files-per-shard", "5", "--devices", "cpu"]
+    local = run_audiomill(*args, "--out", str(tmp_path / "local"), timeout=600)
+    assert local.returncode == 3, local.stderr
+    out = tmp_path / "slurm"
+    result = run_audiomill(*args, "--out", str(out), "--executor", "slurm", "--poll-seconds", "0.5", "--nodes-max",
+                           "2", "--cpus-per-task", "1", "--until-done", env=slurm_cluster, timeout=600)
+    assert result.returncode == 3, result.stderr
+    assert sorted(r["task"] for r in task_records(out)) == [0, 1]
+    layout = {k: v for k, v in output_tree(out).items() if not k.startswith(("text/", "tts/"))}
+    assert layout == {k: v for k, v in output_tree(tmp_path / "local").items() if not k.startswith(("text/", "tts/"))}
+    assert output_tree(out) == output_tree(tmp_path / "local")
+    assert b"utt_000003" in layout["train_manifest.jsonl"] + layout["val_manifest.jsonl"]
