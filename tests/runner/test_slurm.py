@@ -172,19 +172,19 @@ def test_a_crashed_task_shows_its_traceback_in_status(slurm_cluster, eight_shard
 
 
 def test_transcribe_array_gives_the_manifest_of_a_local_run(slurm_cluster, eight_shards, tmp_path):
-    """Transcripts (pocketsphinx's English model, no grammar) of three shards: each task writes its shards, and
+    """Transcripts (pocketsphinx's English model, no grammar) of two shards: each task writes its shard, and
     the one manifest.jsonl, made when the run ends, is the local run's byte for byte."""
-    args = ["transcribe", *eight_shards[:3], "--backend", "pocketsphinx", "--devices", "cpu"]
+    args = ["transcribe", *eight_shards[:2], "--backend", "pocketsphinx", "--devices", "cpu"]
     local = run_audiomill(*args, "--out", str(tmp_path / "local"), timeout=600)
     assert local.returncode == 0, local.stderr
     out = tmp_path / "slurm"
     result = run_audiomill(*args, "--out", str(out), "--executor", "slurm", "--poll-seconds", "0.5", "--nodes-max",
-                           "3", "--cpus-per-task", "1", "--until-done", env=slurm_cluster, timeout=600)
+                           "2", "--cpus-per-task", "1", "--until-done", env=slurm_cluster, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert sorted(r["task"] for r in task_records(out)) == [0, 1, 2]
+    assert sorted(r["task"] for r in task_records(out)) == [0, 1]
     manifest = open(out / "manifest.jsonl", "rb").read()
     assert manifest == open(tmp_path / "local" / "manifest.jsonl", "rb").read()
-    assert len(manifest.splitlines()) == 9 and outputs(out) == outputs(tmp_path / "local")
+    assert len(manifest.splitlines()) == 6 and outputs(out) == outputs(tmp_path / "local")
 
 
 def test_prepare_tts_array_gives_the_layout_of_a_local_run(slurm_cluster, utterances, release, tmp_path):
