@@ -404,7 +404,8 @@ def _add_executors(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="audiomill",
-        description="Turn large audio corpora into training-ready discrete tokens.",
+        description="Turn large audio corpora into training-ready data: codec tokens, speech segments, transcripts "
+                    "and TTS training sets.",
         formatter_class=_Formatter,
         epilog="Run 'audiomill COMMAND --help' for the flags of each command.",
     )
@@ -467,8 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the stages of a pipeline file over its inputs, decoding each file once (and resampling it\n"
             "once per rate the stages ask for). Each stage writes its own folder, <out>/<name>/. The file's\n"
             "top-level keys are this command's long flags (inputs, out, format, devices, ...; codec settings\n"
-            "there are defaults for every tokenize stage); each [[stage]] table has a kind (tokenize, or\n"
-            "module:Class for a stage of your own), a name, and its settings:\n\n"
+            "there are defaults for every tokenize stage); each [[stage]] table has a kind (tokenize, vad,\n"
+            "transcribe, text, indextts, or module:Class for a stage of your own), a name, and its settings\n"
+            "(a transcribe stage after a vad stage transcribes that stage's segments):\n\n"
             "  inputs = [\"/data/shards/*.tar\"]\n  out = \"/data/prep\"\n  format = \"parquet\"\n\n"
             "  [[stage]]\n  kind = \"tokenize\"\n  name = \"snac\"\n  codec = \"snac-24khz\"\n"
             "  model-path = \"/models/snac_24khz\"\n\n"
