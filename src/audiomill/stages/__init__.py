@@ -20,6 +20,7 @@ encoding thread, precision, compile) and :class:`audiomill.stages.perfile.PerFil
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import traceback
@@ -117,6 +118,17 @@ def stage_class(kind: str) -> type:
     if cls is None or not hasattr(cls, "check") or not hasattr(cls, "build"):
         raise UsageError(f"stage kind {kind!r}: {module_name} has no stage class {attr} (with check and build)")
     return cls
+
+
+def settings_of(cls: type, data: dict[str, Any], kind: str, hidden: tuple[str, ...] = ()) -> Any:
+    """The settings dataclass ``cls`` of a ``kind`` stage from its table (a command's flags or a ``[[stage]]``);
+    a name it does not have is one line that lists the ones it has (``hidden``: kept by the plan, not set)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(f"a {kind} stage has no setting {', '.join(unknown)}; its settings: "
+                         f"{', '.join(sorted(names - set(hidden)))}")
+    return cls(**data)
 
 
 def with_meta(record: dict[str, Any], item: Item, reserved: set[str]) -> dict[str, Any]:

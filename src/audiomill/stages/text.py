@@ -24,7 +24,7 @@ from audiomill import text as textlib
 from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
-from audiomill.stages import FileOutput, with_meta
+from audiomill.stages import FileOutput, settings_of, with_meta
 from audiomill.stages.perfile import PerFileStage
 
 RATE = 16000
@@ -40,12 +40,7 @@ class TextSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TextSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UsageError(f"a text stage has no setting {', '.join(unknown)}; its settings: "
-                             f"{', '.join(sorted(names))}")
-        return cls(**data)
+        return settings_of(cls, data, "text")
 
 
 def load_tokenizer(path: str):

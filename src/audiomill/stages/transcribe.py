@@ -39,7 +39,7 @@ from audiomill.batching import Piece
 from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
-from audiomill.stages import FileOutput, with_meta
+from audiomill.stages import FileOutput, settings_of, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
 from audiomill.stages.vad import WINDOW, VadSettings, VadStage, audio_filepath, complete_records, write_atomic
@@ -79,12 +79,7 @@ class TranscribeSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TranscribeSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UsageError(f"a transcribe stage has no setting {', '.join(unknown)}; its settings: "
-                             f"{', '.join(sorted(names - {'weights'}))}")
-        cfg = cls(**data)
+        cfg = settings_of(cls, data, "transcribe", hidden=('weights',))
         if cfg.backend not in asr.BACKENDS:
             raise UsageError(f"--backend {cfg.backend}: expected one of {', '.join(asr.BACKENDS)}")
         if cfg.task not in asr.TASKS:

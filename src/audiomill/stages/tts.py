@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from audiomill.errors import UsageError
-from audiomill.stages import FileOutput, with_meta
+from audiomill.stages import FileOutput, settings_of, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
 from audiomill.stages.vad import complete_records, write_atomic
@@ -59,12 +59,7 @@ class TtsSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TtsSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UsageError(f"an indextts stage has no setting {', '.join(unknown)}; its settings: "
-                             f"{', '.join(sorted(names))}")
-        cfg = cls(**data)
+        cfg = settings_of(cls, data, "indextts")
         ratio = cfg.val_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise UsageError(f"--val-ratio {cfg.val_ratio!r}: expected a share between 0 and 1")

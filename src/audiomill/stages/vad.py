@@ -32,7 +32,7 @@ from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
 from audiomill.sinks.journal import dumps
-from audiomill.stages import FileOutput, with_meta
+from audiomill.stages import FileOutput, settings_of, with_meta
 from audiomill.stages.perfile import PerFileStage
 from audiomill.vad import (BACKENDS, RATE, Backend, Levels, VadOptions, amela_record, amela_statistics,
                            plan_segments, segments, to_int16)
@@ -66,11 +66,7 @@ class VadSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VadSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UsageError(f"a vad stage has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(names))}")
-        cfg = cls(**data)
+        cfg = settings_of(cls, data, "vad")
         if cfg.backend not in BACKENDS:
             raise UsageError(f"--backend {cfg.backend}: expected one of {', '.join(BACKENDS)}")
         for name in ("threshold", "neg_threshold"):
