@@ -82,6 +82,14 @@ def flags(transcript: Transcript, seconds: float, max_chars_per_second: float,
     return found
 
 
+def _check_language_and_task(language: str | None, task: str, known) -> None:
+    """A Whisper model's ``--language`` among those it knows, and ``--task`` one it has."""
+    if language is not None and language not in known:
+        raise BackendError(f"--language {language}: this model knows {', '.join(sorted(known)) or 'none'}")
+    if task not in TASKS:
+        raise BackendError(f"--task {task}: expected one of {', '.join(TASKS)}")
+
+
 # -- whisper ------------------------------------------------------------------------------------------
 
 
@@ -106,10 +114,7 @@ class Whisper:
         config = self.model.generation_config
         self.languages = {token.strip("<|>"): number for token, number in (getattr(config, "lang_to_id", None)
                                                                           or {}).items()}
-        if language is not None and language not in self.languages:
-            raise BackendError(f"--language {language}: this model knows {', '.join(sorted(self.languages)) or 'none'}")
-        if task not in TASKS:
-            raise BackendError(f"--task {task}: expected one of {', '.join(TASKS)}")
+        _check_language_and_task(language, task, self.languages)
         self.language = language
         self.task = task if self.languages else None
         self.no_speech = self.tokenizer.convert_tokens_to_ids("<|nospeech|>")
@@ -244,10 +249,7 @@ class FasterWhisper:
         compute = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32") if kind == "cuda" else "float32"
         self.model = WhisperModel(path, device=kind, device_index=int(index or 0), compute_type=compute,
                                   cpu_threads=0, num_workers=1)
-        if language is not None and language not in self.model.supported_languages:
-            raise BackendError(f"--language {language}: this model knows {', '.join(self.model.supported_languages)}")
-        if task not in TASKS:
-            raise BackendError(f"--task {task}: expected one of {', '.join(TASKS)}")
+        _check_language_and_task(language, task, self.model.supported_languages)
         self.language = language
         self.task = task
         self.max_tokens_per_second = max_tokens_per_second

@@ -209,8 +209,11 @@ def write_layout(folder, group: str) -> None:
     texts = {r["key"]: r for r in complete_records(folder, text["group"], errors=False)}
     root = folder.out
     manifests: dict[bool, list[str]] = {False: [], True: []}
-    errors = sum(1 for _ in complete_records(folder, group)) - sum(1 for _ in complete_records(folder, group, False))
-    for record in complete_records(folder, group, errors=False):
+    errors = 0
+    for record in complete_records(folder, group):
+        if record.get("error") is not None:
+            errors += 1
+            continue
         key = record["key"]
         words = texts.get(key)
         if words is None:
