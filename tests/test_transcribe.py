@@ -111,6 +111,19 @@ def test_pocketsphinx_with_a_grammar_gives_the_exact_words_and_a_nemo_manifest(a
         (m["key"], m["text"]) for m in manifest]
 
 
+def test_a_pocketsphinx_transcript_does_not_depend_on_the_clips_decoded_before_it():
+    """One decoder serves a whole worker: a clip's words and confidence must be those a fresh decoder gives,
+    whatever it decoded before (the front end's live CMN otherwise carries over: CI once got other words
+    for one clip in a SLURM task than in the local run)."""
+    from audiomill.asr import PocketSphinx
+
+    clip = cut_speech(SAID[1])
+    noise = (np.random.default_rng(1).standard_normal(3 * RATE) * 0.3).astype(np.float32)
+    alone = PocketSphinx().transcribe([clip])[0]
+    after = PocketSphinx().transcribe([noise, cut_speech(SAID[0]) * 0.05, clip])[2]
+    assert alone.text and after == alone
+
+
 def test_vad_then_transcribe_gives_one_transcript_per_segment_and_none_for_pauses(asr_corpus, tmp_path):
     pipeline = tmp_path / "prep.toml"
     pipeline.write_text(f'inputs = ["{asr_corpus["pauses"]}"]\nout = "{tmp_path / "out"}"\n\n'

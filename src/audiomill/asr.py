@@ -310,6 +310,9 @@ class PocketSphinx:
         results = []
         for clip in clips:
             pcm = (np.clip(clip, -1.0, 32767 / 32768) * 32768).astype(np.int16).tobytes()
+            # The feature front end carries its live CMN estimate from one utterance to the next, so without
+            # this a clip's words would depend on which clips this process decoded before it (0.1 ms).
+            self.decoder.reinit_feat()
             self.decoder.start_utt()
             self.decoder.process_raw(pcm, full_utt=True)
             self.decoder.end_utt()
