@@ -145,27 +145,28 @@ class Whisper:
         inputs = self.features(clips, sampling_rate=RATE, return_tensors="pt", return_attention_mask=True, **extra)
         return (inputs.input_features.to(self.device, self.dtype), inputs.attention_mask.to(self.device))
 
-    def _first_step(self, features) -> tuple[list[str | None], list[float | None]]:
-        """Per clip its language (forced, or the likeliest language token) and no-speech probability."""
+    def _first_step(self, encoded) -> tuple[list[str | None], list[float | None]]:
+        """Per clip its language (forced, or the likeliest language token) and no-speech probability, from
+        the encoder's output of its first 30 s."""
         import torch
 
-        start = torch.full((len(features), 1), self.model.generation_config.decoder_start_token_id,
-                           device=self.device)
-        logits = self.model(input_features=features[..., :3000], decoder_input_ids=start).logits[:, -1].float()
+        rows = len(encoded.last_hidden_state)
+        start = torch.full((rows, 1), self.model.generation_config.decoder_start_token_id, device=self.device)
+        logits = self.model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, -1].float()
         probs = logits.softmax(-1)
-        no_speech = [float(p) for p in probs[:, self.no_speech]] if isinstance(self.no_speech, int) else [None] * len(
-            features)
+        no_speech = [float(p) for p in probs[:, self.no_speech]] if isinstance(self.no_speech, int) else [None] * rows
         if self.language is not None or not self.languages:
-            return [self.language] * len(features), no_speech
+            return [self.language] * rows, no_speech
         names = list(self.languages)
         ids = torch.tensor([self.languages[n] for n in names], device=self.device)
         return [names[int(i)] for i in logits[:, ids].argmax(-1)], no_speech
 
     def _short(self, clips: list[np.ndarray]) -> list[Transcript]:
-        features, mask = self._inputs(clips)
-        languages, no_speech = self._first_step(features)
+        features, _ = self._inputs(clips)
+        encoded = self.model.get_encoder()(features)  # once, for the first step and for generate
+        languages, no_speech = self._first_step(encoded)
         limits = [int(len(clip) / RATE * self.max_tokens_per_second) + 8 for clip in clips]
-        out = self.model.generate(features, attention_mask=mask, **self._task(languages),
+        out = self.model.generate(encoder_outputs=encoded, **self._task(languages),
                                   max_new_tokens=min(max(limits), self.max_new), return_dict_in_generate=True,
                                   output_scores=True,
                                   logits_processor=_limits(limits, self.tokenizer.eos_token_id, self.first_timestamp),
@@ -187,7 +188,7 @@ class Whisper:
 
     def _long(self, clip: np.ndarray) -> Transcript:
         features, mask = self._inputs([clip], long=True)
-        languages, no_speech = self._first_step(features)
+        languages, no_speech = self._first_step(self.model.get_encoder()(features[..., :3000]))
         out = self.model.generate(features, attention_mask=mask, **self._task(languages), return_timestamps=True,
                                   condition_on_prev_tokens=False,
                                   max_new_tokens=min(int(30 * self.max_tokens_per_second) + 8, self.max_new))
