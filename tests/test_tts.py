@@ -67,6 +67,9 @@ def test_the_layout_and_manifests_are_indextts2s(prepared, utterances):
     assert len(stats["tokenizer_sha256"]) == 64 and len(stats["gpt_checkpoint_sha256"]) == 64
     errors = read_jsonl(out / "text" / "manifest-00000.errors.jsonl")
     assert sorted(e["key"] for e in errors) == ["line10", "utt_000007", "utt_000008"]
+    # push uploads the whole folder but its state: the layout at the top too
+    listed = run_audiomill("push", str(out), "--repo", "me/tts", "--dry-run", check=True).stdout.splitlines()
+    assert sorted(listed) == sorted(output_tree(out)) and "codes/utt_000000.npy" in listed
 
 
 def test_codes_equal_the_codecs_and_vectors_equal_each_clip_alone(prepared, utterances, release, tmp_path):

@@ -213,6 +213,60 @@ def test_vad_is_a_pipeline_stage_beside_tokenize_over_one_decode(vad_run, corpus
     assert len(os.listdir(out / "snac")) >= 2
 
 
+def test_stages_of_one_backend_over_one_file_push_each_window_through_it_once():
+    """A vad stage and the transcribe stage after it (whose own VadStage has the same backend settings)
+    share the file's stream: each window goes through the backend once, whoever gets it first, and each
+    stage's records are those it gives alone. A stage given other windows for the file is refused."""
+    from audiomill.chunking import Window, plan_windows
+    from audiomill.items import Item
+    from audiomill.stages.vad import VadSettings, VadStage
+
+    samples = joined(7, 24, pauses=(0.2, 0.35, 0.6, 0.25, 1.2))[0]
+    pushed: list[int] = []
+
+    def counted(stage: VadStage) -> VadStage:
+        make = stage.backend.stream
+
+        def stream():
+            made = make()
+            push = made.push
+            made.push = lambda block: (pushed.append(len(block)), push(block))[1]
+            return made
+
+        stage.backend.stream = stream
+        return stage
+
+    def run(stages: list[VadStage], windows=None) -> list[list[dict]]:
+        item = Item("long", "corpus", "long.flac", 0)
+        windows = windows or plan_windows(len(samples), stages[0].window, 0, stages[0].alignment)
+        states = [stage.begin(7, item) for stage in stages]
+        found: list[list[dict]] = [[] for _ in stages]
+        for number, window in enumerate(windows):
+            for at, (stage, state) in enumerate(zip(stages, states)):
+                for output in stage.add_window(state, number, window, samples[window.start : window.end],
+                                               number == len(windows) - 1, len(samples)):
+                    found[at] += output.records if output.error is None else [{"error": output.error}]
+        return found
+
+    [files] = run([counted(VadStage(VadSettings()))])
+    [cut] = run([counted(VadStage(VadSettings(segment="3:30")))])
+    alone = len(pushed)
+    assert alone == 2 * 3 and sum(pushed) == 2 * len(samples)  # three windows a run
+    pushed.clear()
+    assert run([counted(VadStage(VadSettings())), counted(VadStage(VadSettings(segment="3:30")))]) == [files, cut]
+    assert len(pushed) == 3 and sum(pushed) == len(samples)
+    pushed.clear()
+    other = [counted(VadStage(VadSettings())), counted(VadStage(VadSettings(threshold=0.6)))]
+    assert run(other)[0] == files and len(pushed) == 6  # other settings: a stream each
+    twice = [VadStage(VadSettings()), VadStage(VadSettings())]
+    twice[1].guard.succeeded = True  # its failure is given back at once, not held
+    item = Item("long", "corpus", "long.flac", 0)
+    first, second = (stage.begin(8, item) for stage in twice)
+    assert twice[0].add_window(first, 0, Window(0, 512, 0, 512), samples[:512], False, 0) == []
+    [refused] = twice[1].add_window(second, 0, Window(0, 1024, 0, 1024), samples[:1024], False, 0)
+    assert "where the stage sharing this file's VAD had" in refused.error
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_one_file_or_three_work(count, corpus, tmp_path):
     folder = tmp_path / "few"

@@ -92,7 +92,8 @@ def write_card(folder) -> str:
 
 def finished_files(folder) -> list[str]:
     """What ``push`` uploads, relative to ``out``: the card, then each complete shard's files in every
-    stage (those its done marker names, its errors file) and each stage's summary files."""
+    stage (those its done marker names, its errors file), each stage's summary files and what a stage
+    kind's ``published_files`` names (files its ``after_run`` wrote outside its folder)."""
     from audiomill.sinks import errors_name, final_name
     from audiomill.stages import stage_class
 
@@ -116,7 +117,10 @@ def finished_files(folder) -> list[str]:
                 named += [os.path.relpath(p, where) for p in parts(os.path.join(where, named[0]))]
             files += [os.path.relpath(os.path.join(where, name), folder.out) for name in named]
         kinds = {o["group"]: o["kind"] for o in folder.read_plan().get("outputs", [])}
-        for summary in getattr(stage_class(kinds.get(group, "tokenize")), "summary_files", ()):
+        kind = stage_class(kinds.get(group, "tokenize"))
+        for summary in getattr(kind, "summary_files", ()):
             if os.path.isfile(os.path.join(where, summary)):
                 files.append(os.path.relpath(os.path.join(where, summary), folder.out))
+        if hasattr(kind, "published_files"):  # what after_run wrote elsewhere (IndexTTS2's layout at the top)
+            files += kind.published_files(folder, group)
     return files

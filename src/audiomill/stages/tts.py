@@ -121,6 +121,23 @@ class TtsStage(BatchedModelStage):
     def after_run(cls, folder, group: str) -> None:
         write_layout(folder, group)
 
+    @classmethod
+    def published_files(cls, folder, group: str) -> list[str]:
+        """What ``push`` uploads of the layout (relative to ``--out``): the two manifests, ``stats.json``
+        and the arrays the manifests name, nothing else that may lie in those folders."""
+        files = []
+        for name in (*MANIFESTS, "stats.json"):
+            if os.path.isfile(os.path.join(folder.out, name)):
+                files.append(name)
+        for name in MANIFESTS:
+            path = os.path.join(folder.out, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as handle:
+                    for line in handle:
+                        entry = json.loads(line)
+                        files += [entry[f"{kind}_path"] for kind in LAYOUT]
+        return files
+
     def __init__(self, codec, conditioning, batch_seconds: float, device: str = "cpu", precision: str = "fp32") -> None:
         self.codec = codec
         self.conditioning = conditioning

@@ -23,6 +23,7 @@ import dataclasses
 import io
 import json
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,12 +116,56 @@ class VadSettings:
         return VadOptions(self.threshold, self.neg_threshold, self.min_speech, self.min_silence, self.speech_pad)
 
 
+class SharedStream:
+    """One file's backend stream and levels, shared by the stages of a worker that run one backend's
+    settings over the same windows of the same file: a vad stage and the transcribe stage after it,
+    whose own VAD would otherwise compute every window again. Each window is pushed once, by whichever
+    stage gets it first; ``finish`` is computed once."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.levels = Levels()
+        self.windows: list[Window] = []
+        self.error: BaseException | None = None
+        self.result: tuple | None = None
+
+    def push(self, number: int, window: Window, samples: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        if number < len(self.windows):
+            if self.windows[number] != window:
+                raise RuntimeError(f"window {number} is {window}, where the stage sharing this file's VAD had "
+                                   f"{self.windows[number]}")
+            return
+        if number != len(self.windows):
+            raise RuntimeError(f"window {number} came where window {len(self.windows)} was due")
+        try:
+            self.stream.push(samples)
+            self.levels.push(samples)
+        except Exception as exc:
+            self.error = exc
+            raise
+        self.windows.append(window)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, flags, levels) of the whole file."""
+        if self.error is not None:
+            raise self.error
+        if self.result is None:
+            self.result = (*self.stream.finish(), self.levels.finish())
+        return self.result
+
+
+# A file's shared stream while a stage's state holds it: keyed by the file's Item (the same object
+# for every stage of a worker, kept alive by those states) and the backend's settings.
+_STREAMS: "weakref.WeakValueDictionary[tuple, SharedStream]" = weakref.WeakValueDictionary()
+
+
 @dataclass
 class _File:
     ticket: int
     item: Item
-    stream: Any
-    levels: Levels
+    stream: SharedStream
     next: int = 0  # the window expected next
     done: bool = False
     audio: list[np.ndarray] | None = None  # the int16 samples so far, when segments are written as files
@@ -167,7 +212,11 @@ class VadStage(PerFileStage):
         write_reports(folder, group)
 
     def begin(self, ticket: int, item: Item) -> _File:
-        return _File(ticket, item, self.backend.stream(), Levels(), audio=[] if self.members else None)
+        key = (id(item), ticket, self.backend.name, self.backend.threshold, self.backend.hop)
+        stream = _STREAMS.get(key)
+        if stream is None:
+            stream = _STREAMS[key] = SharedStream(self.backend.stream())
+        return _File(ticket, item, stream, audio=[] if self.members else None)
 
     def add_window(self, state: _File, number: int, window: Window, samples: np.ndarray, last: bool,
                    num_samples: int = 0) -> list[FileOutput]:
@@ -177,14 +226,13 @@ class VadStage(PerFileStage):
             if number != state.next:
                 raise RuntimeError(f"window {number} came where window {state.next} was due")
             state.next += 1
-            state.stream.push(samples)
-            state.levels.push(samples)
+            state.stream.push(number, window, samples)
             if state.audio is not None:
                 state.audio.append(to_int16(samples, 32768.0))  # a 16-bit 16 kHz source: its own samples
             if not last:
                 return []
             state.done = True
-            records = self.records(state.item, *state.stream.finish(), state.levels.finish(), num_samples)
+            records = self.records(state.item, *state.stream.finish(), num_samples)
             members = self.audio_members(records, state.audio) if state.audio is not None else []
         except Exception as exc:
             state.done = True
