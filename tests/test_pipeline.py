@@ -37,16 +37,6 @@ def write_pipeline(path, inputs: list[str], out, stages: list[dict], fmt: str = 
     return str(path)
 
 
-def gzip_bytes(data: bytes) -> bytes:
-    import gzip
-    import io
-
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, compresslevel=6, mtime=0) as handle:
-        handle.write(data)
-    return buffer.getvalue()
-
-
 def journaled(out) -> int:
     """How far a run has got: records journaled in every stage's partial files, and shards finished."""
     count = 0
@@ -165,11 +155,6 @@ def uninterrupted(together, acceptance_shards, models, tmp_path_factory):
     runs = {"jsonl": together["out"]}
 
     def run(fmt: str):
-        if fmt == "jsonl.gz":  # by definition the JSONL bytes, gzipped with no name, mtime 0, level 6
-            return {name: {n.replace(".jsonl", ".jsonl.gz") if not n.endswith(".errors.jsonl") else n:
-                           gzip_bytes(data) if not n.endswith(".errors.jsonl") else data
-                           for n, data in group_files(runs["jsonl"] / name).items()}
-                    for name in ("snac", "mimi", "units")}
         if fmt not in runs:
             folder = tmp_path_factory.mktemp(f"uninterrupted-{fmt}")
             pipeline = write_pipeline(folder / "pipeline.toml", acceptance_shards["paths"], folder / "out",
@@ -181,12 +166,11 @@ def uninterrupted(together, acceptance_shards, models, tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])  # jsonl.gz: tests/sinks/test_rotated.py kills it
 def test_killed_at_random_moments_the_pipeline_resumes_to_identical_output(fmt, together, uninterrupted,
                                                                            acceptance_shards, models, tmp_path):
     reference = uninterrupted(fmt)
-    expected = reference if isinstance(reference, dict) else {n: group_files(reference / n) for n in
-                                                              ("snac", "mimi", "units")}
+    expected = {name: group_files(reference / name) for name in ("snac", "mimi", "units")}
     out = tmp_path / "out"
     pipeline = write_pipeline(tmp_path / "pipeline.toml", acceptance_shards["paths"], out, three_stages(models),
                               fmt, **WINDOWS)

@@ -28,10 +28,10 @@ def tokenize_locally(inputs: list[str], out, model: str, devices: str = "cpu") -
     return outputs(out)
 
 
-def write_shards(folder, members_of) -> list[str]:
-    """Eight tar shards ``000000.tar``..., shard ``n`` holding the members ``members_of(n)``."""
+def write_shards(folder, members_of, count: int = 8) -> list[str]:
+    """``count`` tar shards ``000000.tar``..., shard ``n`` holding the members ``members_of(n)``."""
     paths = []
-    for number in range(8):
+    for number in range(count):
         path = str(folder / f"{number:06d}.tar")
         write_tar(path, members_of(number))
         paths.append(path)
@@ -61,7 +61,8 @@ def eight_reference(eight_shards, tiny_snac, tmp_path_factory) -> dict[str, byte
 
 @pytest.fixture(scope="session")
 def long_shards(tmp_path_factory) -> list[str]:
-    """Shards that take one CPU task longer than SLURM's 30 s time-limit check (~45 s of work)."""
+    """Shards that take one CPU task longer than SLURM's 30 s time-limit check: six of 166 s of audio, about
+    7 s of work each here (the signal comes at the controller's first check after the start, 0 to 30 s in)."""
     def members(number: int) -> list[tuple[str, bytes]]:
         found = []
         for slot, extension in enumerate(("flac", "wav", "flac", "flac")):
@@ -69,7 +70,7 @@ def long_shards(tmp_path_factory) -> list[str]:
             found.append((f"l{number}/talk{slot}.{extension}", encode_audio(samples, rate, extension)))
         return found
 
-    return write_shards(tmp_path_factory.mktemp("long"), members)
+    return write_shards(tmp_path_factory.mktemp("long"), members, count=6)
 
 
 def _free_port() -> int:

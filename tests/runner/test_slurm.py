@@ -95,13 +95,18 @@ def test_preempted_task_requeues_and_finishes_identically(slurm_cluster, eight_s
 
 def test_one_minute_time_limit_requeues_mid_shard_and_finishes_identically(slurm_cluster, long_shards, tiny_snac,
                                                                           tmp_path):
-    reference = tokenize_locally(long_shards, tmp_path / "reference", tiny_snac, "cpu:2")  # = one worker's
     out = tmp_path / "out"
     # SLURM looks at time limits every 30 s: with the warning 30 s before a one-minute limit, the first
-    # look after the start sends USR2, while this ~45 s plan is still being encoded.
-    result = slurm_tokenize(long_shards, out, tiny_snac, slurm_cluster, "--nodes-max", "1", "--time", "1",
-                            "--signal-seconds", "30", "--until-done")
-    assert result.returncode == 0, result.stderr
+    # look after the start sends USR2, while this ~45 s plan is still being encoded. The local reference
+    # runs meanwhile (the task's wait for its signal is most of this test's time).
+    launcher = slurm_tokenize(long_shards, out, tiny_snac, slurm_cluster, "--nodes-max", "1", "--time", "1",
+                              "--signal-seconds", "30", "--until-done", background=True)
+    try:
+        reference = tokenize_locally(long_shards, tmp_path / "reference", tiny_snac)
+        _, stderr = launcher.communicate(timeout=600)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, stderr
     assert outputs(out) == reference
     logs = logs_of(out)
     assert "SIGUSR2 received" in logs and "resumable" in logs and "requeueing this task" in logs, logs
