@@ -79,14 +79,27 @@ def _released(exc: BaseException) -> BaseException:
     return exc
 
 
-class HeapTrimmer:
-    """Give freed activation memory back to the system now and then (CPU models only).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+HEAP_THRESHOLD = 1 << 30
 
-    Batches of ever-different shapes leave glibc's heap fragmented: without this,
-    peak RSS creeps up with the number of batches. A trim every 0.25 s costs nothing
+
+class HeapTrimmer:
+    """Keep a CPU model's activations in glibc's heap, and give freed memory back to the system now
+    and then (CPU models only).
+
+    glibc serves an allocation over its mmap threshold (at most 32 MB unless set) with a fresh
+    mapping, unmapped when freed: a model whose activations are that large (real-size SNAC on a
+    10 s window: 61 MB a layer) then faults in and zeroes every page of them on every call, which
+    cost as much system time as the model's own (real-size SNAC 24 kHz, 2 cores: 3.6x real time,
+    28 s of system time for 120 s of audio). With the mmap and trim thresholds at 1 GB the heap keeps
+    them, and with torch's huge pages (``THP_MEM_ALLOC_ENABLE``, set in ``audiomill/__init__``) the
+    same run is 7.1x real time with 4 s of system time (BENCHMARKS.md).
+
+    The heap is then trimmed here instead: batches of ever-different shapes leave it fragmented, and
+    without trims peak RSS creeps up with the number of batches. A trim every 0.25 s costs nothing
     measurable (300 files: 22.1 s against 22.6 s wall at 1 s) and keeps the 300-file peak
     at 1.13x the 20-file one (1.30-1.50x at 1 s, depending on how fast batches come);
-    trimming after every batch (or mmap for every tensor) costs a third of the speed.
+    trimming after every batch costs a third of the speed.
     """
 
     def __init__(self, enabled: bool, every: float = 0.25) -> None:
@@ -97,7 +110,10 @@ class HeapTrimmer:
             try:
                 import ctypes
 
-                self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+                libc = ctypes.CDLL("libc.so.6")
+                self._trim = libc.malloc_trim
+                libc.mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLD)  # refused (0) by a glibc that caps it: harmless
+                libc.mallopt(M_TRIM_THRESHOLD, HEAP_THRESHOLD)
             except (OSError, AttributeError):
                 self._trim = None
 
