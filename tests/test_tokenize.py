@@ -283,6 +283,11 @@ def test_a_deleted_or_cut_output_and_a_damaged_done_marker_are_noticed_and_writt
         assert reason in again.stderr
         assert (out / "000002.jsonl").read_bytes() == written
         assert "0 problems" in run_audiomill("status", str(out), "--check-validity", check=True).stdout
+    # killed after the done marker but before the journals were removed: the next run removes them
+    for name in ("000002.jsonl.partial", "000002.errors.jsonl.partial"):
+        (out / name).write_bytes(written[:100])
+    assert run_audiomill(*common).returncode == 0
+    assert not [n for n in os.listdir(out) if n.endswith(".partial")] and (out / "000002.jsonl").read_bytes() == written
     # the output is what was written, but the shard now holds a file it never saw: --check-validity says so
     with tarfile.open(archive, "a") as tar:
         info = tarfile.TarInfo("b/new.wav")

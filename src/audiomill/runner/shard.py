@@ -304,6 +304,7 @@ class ShardProcessor:
                 if stats.get("source_file") == source_identity(shard.path):
                     damaged.extend(reason for reason in stats["damaged"] if reason not in damaged)
                     complete[output.group] = stats  # found damaged, and reading the same file again finds the same
+                    sinks[index].cleanup()
                     continue
                 log.warning("%s was damaged, and %s has changed since: reading it again", shard.name, shard.path)
                 self.folder.unmark_done(shard.name, output.group)
@@ -313,6 +314,7 @@ class ShardProcessor:
                 todo[index] = stats
             else:
                 complete[output.group] = stats
+                sinks[index].cleanup()  # journals a run killed between the done marker and their removal left
         if not todo:
             lock.release()
             status = "damaged" if damaged else "complete"
