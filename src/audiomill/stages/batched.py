@@ -90,10 +90,10 @@ class HeapTrimmer:
     glibc serves an allocation over its mmap threshold (at most 32 MB unless set) with a fresh
     mapping, unmapped when freed: a model whose activations are that large (real-size SNAC on a
     10 s window: 61 MB a layer) then faults in and zeroes every page of them on every call, which
-    cost as much system time as the model's own (real-size SNAC 24 kHz, 2 cores: 3.6x real time,
-    28 s of system time for 120 s of audio). With the mmap and trim thresholds at 1 GB the heap keeps
+    cost as much system time as the model's own (real-size SNAC 24 kHz, 2 cores: 3.0x real time,
+    35 s of system time for 120 s of audio). With the mmap and trim thresholds at 1 GB the heap keeps
     them, and with torch's huge pages (``THP_MEM_ALLOC_ENABLE``, set in ``audiomill/__init__``) the
-    same run is 7.1x real time with 4 s of system time (BENCHMARKS.md).
+    same run is 5.7-6.8x real time with 5-6 s of system time (BENCHMARKS.md).
 
     The heap is then trimmed here instead: batches of ever-different shapes leave it fragmented, and
     without trims peak RSS creeps up with the number of batches. A trim every 0.25 s costs nothing
