@@ -590,8 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "the model speed")
     be.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive loop (it is slow)")
     be.add_argument("--repeat", type=_positive(int), default=3, metavar="N",
-                    help="--stage vad: measure end to end and both ceilings N times, one after the other, and "
-                         "report the medians (a run of a few seconds moves with the machine's load)")
+                    help="measure end to end and both ceilings N times, one after the other, and report the "
+                         "medians (a run of a few seconds moves with the machine's load; --stage vad and codecs)")
     be.add_argument("--work-dir", default=None, metavar="DIR",
                     help="keep the corpus and outputs here (default: a temporary folder, removed after)")
     be.add_argument("--json", action="store_true",

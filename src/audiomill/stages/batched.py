@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -84,8 +83,8 @@ HEAP_THRESHOLD = 1 << 30
 
 
 class HeapTrimmer:
-    """Keep a CPU model's activations in glibc's heap, and give freed memory back to the system now
-    and then (CPU models only).
+    """Keep a CPU model's activations in glibc's heap, and give freed memory back to the system every
+    few batches (CPU models only).
 
     glibc serves an allocation over its mmap threshold (at most 32 MB unless set) with a fresh
     mapping, unmapped when freed: a model whose activations are that large (real-size SNAC on a
@@ -96,15 +95,16 @@ class HeapTrimmer:
     same run is 5.7-6.8x real time with 5-6 s of system time (BENCHMARKS.md).
 
     The heap is then trimmed here instead: batches of ever-different shapes leave it fragmented, and
-    without trims peak RSS creeps up with the number of batches. A trim every 0.25 s costs nothing
-    measurable (300 files: 22.1 s against 22.6 s wall at 1 s) and keeps the 300-file peak
-    at 1.13x the 20-file one (1.30-1.50x at 1 s, depending on how fast batches come);
-    trimming after every batch costs a third of the speed.
+    without trims peak RSS creeps up (tiny SNAC, a 900 s file: 1.40x the peak of 20 short files). A
+    trim hands the freed activations back, so the next batch faults them in again: trimming after
+    every batch cost tiny DAC 24 kHz a quarter of its end-to-end speed on 120 s batches (38-41 audio
+    s / s against 50-53 untrimmed). One trim every ``every`` batches keeps both: the 900 s file at
+    1.1x and the cost spread over eight batches (BENCHMARKS.md, "The heap trim").
     """
 
-    def __init__(self, enabled: bool, every: float = 0.25) -> None:
+    def __init__(self, enabled: bool, every: int = 8) -> None:
         self.every = every
-        self._last = 0.0
+        self._batches = 0
         self._trim = None
         if enabled:
             try:
@@ -118,12 +118,13 @@ class HeapTrimmer:
                 self._trim = None
 
     def tidy(self) -> None:
+        """After a batch, once its activations and outputs are freed."""
         if self._trim is None:
             return
-        now = time.monotonic()
-        if now - self._last >= self.every:
+        self._batches += 1
+        if self._batches >= self.every:
             self._trim(0)
-            self._last = time.monotonic()
+            self._batches = 0
 
 
 @dataclass
