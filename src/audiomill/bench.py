@@ -693,7 +693,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"  decode workers {result['decode_workers']}, torch threads {result['torch_threads']}, "
         f"batches of {result['batch_seconds']:g} s, {result['precision']}{', compiled' if result['compile'] else ''}",
         "",
-        f"  {'':<16}{'audio s / wall s':>18}   (medians of {len(result['rounds'])} rounds)",
+        f"  {'':<16}{'audio s / wall s':>18}" + (f"   (medians of {len(result['rounds'])} rounds)"
+                                                if len(result["rounds"]) > 1 else ""),
         f"  {'model ceiling':<16}{result['model_ceiling']:>18.1f}",
         f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
         f"  {'ceiling':<16}{result['ceiling']:>18.1f}",
