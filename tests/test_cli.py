@@ -37,7 +37,7 @@ def test_top_level_help_lists_commands():
 
 @pytest.mark.parametrize("args, message", [
     (["tokenize", "x.tar", "--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
-    (["tokenize", "x.tar", "--out", "o", "--chunk-seconds", "-3"], "must be >= 0"),
+    (["tokenize", "x.tar", "--out", "o", "--chunk-seconds", "-3"], "expected a number >= 0"),
     (["tokenize", "x.tar"], "required: --out"),
     (["status"], "required: OUT"),
 ])
@@ -51,7 +51,7 @@ def test_bad_flags_fail_in_one_line(args, message, tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("batch-sconds = 5\n", "'batch-sconds' is not a setting of 'audiomill tokenize'"),
-    ("chunk-seconds = -1\n", "chunk-seconds = -1: must be >= 0"),
+    ("chunk-seconds = -1\n", "chunk-seconds = -1: expected a number >= 0"),
     ("precision = 'fp8'\n", "precision = 'fp8': expected one of fp32, tf32, bf16, fp16"),
     ("compile = 'yes'\n", "compile = 'yes': expected true or false"),
     ("out = [1, 2]\n", "expected a string or a number"),

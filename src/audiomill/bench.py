@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 
 from audiomill.corpus import encode_audio, speech, write_tar
+from audiomill.stages.settings import default
+from audiomill.stages.tokenize import TokenizeSettings
+from audiomill.stages.transcribe import TranscribeSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ BENCH_FORMATS = ("mp3", "flac", "wav")  # MP3 44.1 kHz stereo, FLAC 48 kHz, WAV 
 
 @dataclass
 class BenchConfig:
-    codec: str = "snac-24khz"
+    codec: str = default(TokenizeSettings, "codec")
     model_path: str | None = None
     tiny: bool = False
     corpus: list[str] = field(default_factory=list)
@@ -50,11 +53,11 @@ class BenchConfig:
     device: str = "auto"
     decode_workers: int = 0
     batch_seconds: float = 0.0
-    chunk_seconds: float = 60.0
-    overlap_seconds: float = 4.0
-    precision: str = "fp32"
+    chunk_seconds: float = default(TokenizeSettings, "chunk_seconds")
+    overlap_seconds: float = default(TokenizeSettings, "overlap_seconds")
+    precision: str = default(TokenizeSettings, "precision")
     compile: bool = False
-    batching: str = "exact"
+    batching: str = default(TokenizeSettings, "batching")
     agreement: bool = False
     naive: bool = True
     work_dir: str | None = None
@@ -62,7 +65,7 @@ class BenchConfig:
     stage: str = "tokenize"  # or "vad": the VAD ceiling, the decode ceiling and end to end
     backend: str | None = None  # --stage vad (silero) or transcribe (whisper)
     grammar: str | None = None  # --stage transcribe, pocketsphinx
-    max_tokens_per_second: float = 12.0  # --stage transcribe, whisper
+    max_tokens_per_second: float = default(TranscribeSettings, "max_tokens_per_second")  # --stage transcribe
     repeat: int = 3  # rounds of (end to end, decode ceiling, model or VAD ceiling); medians reported
 
 

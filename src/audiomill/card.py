@@ -65,16 +65,21 @@ def card_text(folder) -> str:
 
 
 def _describe(output: dict[str, Any], shards: int) -> str:
+    """A stage's line: its kind's ``describe``, else its ``label`` (the kind's name) and the values of the
+    settings it declares ``shown``."""
+    from audiomill.stages import stage_class
+    from audiomill.stages.settings import declared, settings_class, shown
+
     settings = output.get("settings") or {}
+    kind = stage_class(output["kind"])
     name = f"`{output['group']}`: " if output["group"] else ""
-    if output["kind"] == "tokenize":
-        what = f"{settings.get('codec', '?')} codes"
-        if settings.get("layout"):
-            what += f" in the {settings['layout']} layout"
-    elif output["kind"] == "vad":
-        what = f"voice activity ({settings.get('backend', '?')})"
+    if hasattr(kind, "describe"):
+        what = kind.describe(settings)
     else:
-        what = output["kind"]
+        declaration = settings_class(kind)
+        values = [shown(settings.get(spec.name)) for spec, info in declared(declaration) if info.shown] \
+            if declaration else []
+        what = getattr(kind, "label", output["kind"]) + (f" ({', '.join(values)})" if values else "")
     return f"{name}{what}, {shards} complete shards"
 
 

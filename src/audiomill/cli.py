@@ -99,8 +99,18 @@ def _extension_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
 
 
+def _declared(kind: str, name: str) -> tuple:
+    """A kind's setting: its declared default and choices, for a command that offers it beside others."""
+    from audiomill.stages import stage_class
+    from audiomill.stages.settings import choices_of, declared, default_of, settings_class
+
+    spec, info = next((spec, info) for spec, info in declared(settings_class(stage_class(kind))) if spec.name == name)
+    return default_of(spec), choices_of(info)
+
+
 def _add_speed(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=_declared("tokenize", "precision")[1],
+                        default=_declared("tokenize", "precision")[0],
                         help="encoder arithmetic; anything but fp32 may change some codes: measure it with "
                              "'audiomill bench --agreement' first")
     parser.add_argument("--compile", action="store_true",
@@ -195,7 +205,7 @@ def _command_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
                 raise UsageError(f"{path}: 'stage' must be [[stage]] tables")
             config_defaults(sub, command, table, path)
-            sub.set_defaults(stages=stages)
+            sub.set_defaults(pipeline_stages=stages)
         return
     path = None
     for i, arg in enumerate(argv):
@@ -225,7 +235,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, inputs: str, out_required: b
                              "hf:FOLDER:SPLIT for one split), hf:FILE.parquet, hf:FILE.arrow, "
                              "hf:HUB_ID[:CONFIG[:SPLIT]] (from the local cache)")
     parser.add_argument("--out", "-o", required=out_required, help="output folder (created if missing)")
-    parser.add_argument("--format", default="jsonl", choices=("jsonl", "jsonl.gz", "parquet", "wds", "npy"),
+    from audiomill.sinks import format_names
+
+    parser.add_argument("--format", default="jsonl", choices=format_names(),
                         help="output format of each shard: JSON Lines, gzipped JSON Lines, Parquet (zstd; needs "
                              "pyarrow), wds (a WebDataset tar: <key>.codes.npy + <key>.json a sample), or npy "
                              "(<shard>/<key>.npy a record, and the records in <shard>.npy.jsonl). Error records "
@@ -249,114 +261,65 @@ def _add_run_flags(parser: argparse.ArgumentParser, inputs: str, out_required: b
     parser.add_argument("--log-file", default=None, metavar="FILE", help="also write the log to FILE")
 
 
-def _add_vad_flags(parser: argparse.ArgumentParser) -> None:
-    from audiomill.vad import VadOptions
+def _add_stage_flags(parser: argparse.ArgumentParser, kind: str, title: str) -> None:
+    """The flags of a stage kind's settings, from its declaration (see audiomill.stages.settings); each
+    parsed into ``<kind>:<setting>``."""
+    from audiomill.stages import stage_class
+    from audiomill.stages.settings import choices_of, declared, default_of, flag_of, settings_class
 
-    group = parser.add_argument_group("voice activity")
-    group.add_argument("--backend", choices=("silero", "ten-vad"), default="silero",
-                       help="silero (silero-vad's ONNX model, audiomill[vad]) or ten-vad (audiomill[ten-vad], "
-                            "needs Debian's libc++1; its licence has extra conditions, see the README)")
-    group.add_argument("--threshold", type=_positive(float), default=VadOptions.threshold, metavar="P",
-                       help="speech probability at which speech starts")
-    group.add_argument("--neg-threshold", type=_positive(float), default=None, metavar="P",
-                       help="probability below which speech may end (default: threshold - 0.15)")
-    group.add_argument("--min-speech", type=_non_negative(float), default=VadOptions.min_speech, metavar="S",
-                       help="shorter speech segments are dropped")
-    group.add_argument("--min-silence", type=_non_negative(float), default=VadOptions.min_silence, metavar="S",
-                       help="shorter pauses do not end a segment")
-    group.add_argument("--speech-pad", type=_non_negative(float), default=VadOptions.speech_pad, metavar="S",
-                       help="seconds added before and after each segment (halfway, where two would meet)")
-    group.add_argument("--hop", type=int, choices=(160, 256, 512), default=256,
-                       help="ten-vad: samples per frame at 16 kHz (silero's frames are 512)")
-    group.add_argument("--segment", default=None, metavar="MIN:MAX",
-                       help="a record per segment of MIN to MAX seconds instead of per file, cut at pauses (a "
-                            "stretch of speech longer than MAX at its quietest point), with offset and duration: "
-                            "the manifest then lists segments, which tokenize reads without re-encoding audio")
-    group.add_argument("--min-speech-ratio", type=_non_negative(float), default=0.0, metavar="SHARE",
-                       help="files (segments) with a smaller share of speech frames are marked dropped, with "
-                            "the reason; they stay in the records and the CSV, not in the manifest")
-    group.add_argument("--min-duration", type=_non_negative(float), default=0.0, metavar="S",
-                       help="shorter files (segments) are marked dropped")
-    group.add_argument("--max-duration", type=_non_negative(float), default=0.0, metavar="S",
-                       help="longer files (segments) are marked dropped (0: no limit)")
-    group.add_argument("--write-audio", type=str.lower, choices=("flac", "wav"), default=None, metavar="FORMAT",
-                       help="with --segment: each segment not dropped also as a file (flac or wav: 16 kHz mono, "
-                            "16-bit) with its record as JSON, in <out>/audio/<shard>.tar, WebDataset's layout")
+    group = parser.add_argument_group(title)
+    for spec, info in declared(settings_class(stage_class(kind))):
+        if info.hidden:
+            continue
+        names = [flag_of(spec, info), *([info.short] if info.short else [])]
+        default = default_of(spec)
+        choices = choices_of(info)
+        metavar = info.metavar or ("{" + ",".join(choices) + "}" if choices else spec.name.upper())
+        common = {"dest": f"{kind}:{spec.name}", "help": info.help}
+        if info.required:
+            common["required"] = True
+        if isinstance(default, bool):
+            group.add_argument(*names, action="store_true", **common)
+        elif info.repeat:
+            group.add_argument(*names, action="append", default=None, type=_constant, metavar=metavar, **common)
+        else:
+            group.add_argument(*names, default=default, type=_setting_type(spec, info), metavar=metavar, **common)
 
 
-def _add_transcribe_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("speech recognition")
-    group.add_argument("--backend", dest="asr_backend", choices=("whisper", "faster-whisper", "pocketsphinx"),
-                       default="whisper",
-                       help="whisper (transformers' Whisper, audiomill[asr]; its weights from --model-path), "
-                            "faster-whisper (a CTranslate2 conversion, audiomill[faster-whisper]) or pocketsphinx "
-                            "(audiomill[pocketsphinx]: English, its model in the wheel, nothing to download)")
-    group.add_argument("--model-path", default=None, metavar="DIR",
-                       help="whisper: a transformers Whisper checkpoint (config.json, model.safetensors, the "
-                            "tokenizer and preprocessor_config.json); faster-whisper: its CTranslate2 conversion "
-                            "(model.bin, config.json, tokenizer.json); pocketsphinx: a model folder (acoustic "
-                            "model, .dict, optional LM) instead of the wheel's English one")
-    group.add_argument("--language", default=None, metavar="CODE",
-                       help="whisper: the language of every clip (default: detected per clip)")
-    group.add_argument("--task", choices=("transcribe", "translate"), default="transcribe",
-                       help="whisper: transcribe, or translate into English")
-    group.add_argument("--grammar", default=None, metavar="FILE.jsgf",
-                       help="pocketsphinx: a JSGF grammar of what may be said (exact text for constrained corpora)")
-    group.add_argument("--overwrite-text", action="store_true",
-                       help="transcribe input rows that already have a text too (default: pass them through)")
-    group.add_argument("--drop-flagged", action="store_true",
-                       help="empty the text of a record with a hallucination flag, its reason in 'dropped'")
-    group.add_argument("--max-chars-per-second", type=_non_negative(float), default=25.0, metavar="N",
-                       help="a longer text (for its clip's duration, at least 1 s) is flagged 'too long'")
-    group.add_argument("--no-speech-threshold", type=_non_negative(float), default=0.6, metavar="P",
-                       help="whisper: a higher no-speech probability is flagged")
-    group.add_argument("--max-tokens-per-second", type=_positive(float), default=12.0, metavar="N",
-                       help="whisper: a clip's text ends after N tokens per second of it (+ 8), so that a looping "
-                            "decoder stops")
-    group.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
-                       help="audio per model call, each whisper clip counted as 30 s (0: whisper 240 s on CPU, 960 s "
-                            "on a GPU; the others 10 s); halved on out of memory")
-    group.add_argument("--max-padding", type=_non_negative(float), default=0.5, metavar="SHARE",
-                       help="padding a batch may hold, a share of its clips' own samples (not whisper's: it pads "
-                            "every clip to 30 s)")
-    group.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
-                       help="whisper on a GPU: the model's precision")
+def _setting_type(spec, info):
+    from audiomill.errors import UsageError
+    from audiomill.stages.settings import value_of
+
+    def parse(text: str):
+        try:
+            return value_of(spec, info, text, "")
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).lstrip(": ")) from None
+
+    parse.__name__ = spec.name  # argparse names it in its message
+    return parse
+
+
+def stage_settings(args: argparse.Namespace, kind: str) -> dict:
+    """A kind's settings from the parsed flags of :func:`_add_stage_flags`."""
+    from audiomill.stages import stage_class
+    from audiomill.stages.settings import declared, default_of, settings_class
+
+    settings = {}
+    for spec, info in declared(settings_class(stage_class(kind))):
+        if info.hidden:
+            continue
+        value = getattr(args, f"{kind}:{spec.name}")
+        if info.repeat:
+            value = info.parse(value) if value and info.parse else (value or default_of(spec))
+        settings[spec.name] = value
+    return settings
 
 
 def _add_tokenize_flags(tok: argparse.ArgumentParser, inputs: str, out_required: bool = True,
                         config: bool = True) -> None:
     _add_run_flags(tok, inputs, out_required)
-    tok.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
-    tok.add_argument("--codec-option", action="append", default=[], metavar="KEY=VALUE", dest="codec_option",
-                     help="a setting of the codec, e.g. bandwidth=6 (EnCodec) or num_quantizers=8 (Mimi); "
-                          "repeatable; see 'audiomill codecs'")
-    tok.add_argument("--model-path", default=None, metavar="DIR",
-                     help="local folder with the codec's config.json and weights; otherwise the Hugging Face cache/hub")
-    tok.add_argument("--random-weights", action="store_true",
-                     help="use randomly initialised weights (seeded): for tests and benchmarks, codes are meaningless")
-    tok.add_argument("--chunk-seconds", type=_non_negative(float), default=60.0, metavar="S",
-                     help="files longer than this are encoded in windows of this length (0: never chunk)")
-    tok.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
-                     help="overlap between windows; each window keeps the codes of its own half of it")
-    tok.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
-                     help="padded audio per encoder batch (0: found from free GPU memory by a probe, remembered "
-                          "per codec and GPU; 10 on CPU). Longer windows are encoded in overlapping windows of "
-                          "this length")
-    tok.add_argument("--max-padding", type=_non_negative(float), default=0.5, metavar="SHARE",
-                     help="padding a batch may hold, as a share of its clips' own audio, for codecs that batch "
-                          "clips of different lengths ('masked' in 'audiomill codecs'): more gives fuller batches, "
-                          "less wastes less; codes are the same either way")
-    tok.add_argument("--batching", choices=("exact", "padded"), default="exact",
-                     help="exact: every code as the codec gives it for each clip alone: the 'masked' codecs of "
-                          "'audiomill codecs' (DAC, SNAC, Mimi, EnCodec 24 kHz) batch clips of any length, "
-                          "the others only clips of one length; padded: "
-                          "clips of any length batch for every codec, so for the others codes near a clip's end "
-                          "may differ (measure the share with 'audiomill bench --batching padded')")
-    tok.add_argument("--layout", choices=("snac-layers", "orpheus"), default=None,
-                     help="write the codes as another tool reads them instead of 'tokens': snac-layers (the SNAC "
-                          "pipeline's snac_layer_1..N, num_layers, token_lengths) or orpheus (SNAC 24 kHz as "
-                          "Orpheus-TTS' codes_list: 7 tokens a frame, offset 128266 + position * 4096)")
-    _add_speed(tok)
+    _add_stage_flags(tok, "tokenize", "codec")
     if config:
         _add_config(tok)
 
@@ -401,6 +364,38 @@ def _add_executors(parser: argparse.ArgumentParser) -> None:
     _add_slurm(parser)
 
 
+def _add_plugin_commands(commands) -> None:
+    """A command for each stage kind an installed package registers (entry points ``audiomill.stages``) with
+    declared settings: ``audiomill KIND INPUT... --out DIR`` and the kind's flags, as ``audiomill vad``."""
+    from audiomill.errors import UsageError
+    from audiomill.stages import plugin_kinds, stage_class
+    from audiomill.stages.settings import settings_class
+
+    for kind in plugin_kinds():
+        try:
+            cls = stage_class(kind)
+        except UsageError as exc:  # a broken plugin costs its own command only
+            log.warning("%s", exc)
+            continue
+        if settings_class(cls) is None:
+            continue
+        doc = (cls.__doc__ or f"the {kind} stage").strip()
+        sub = commands.add_parser(kind, formatter_class=_Formatter, help=doc.splitlines()[0], description=doc,
+                                  epilog=EXIT_CODES)
+        _add_run_flags(sub, inputs="+")
+        _add_stage_flags(sub, kind, f"{kind} stage")
+        _add_config(sub)
+        _add_executors(sub)
+        sub.set_defaults(func=cmd_stage, kind=kind)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """A run of one stage of a registered kind."""
+    from audiomill.run import run
+
+    return run(_config_from_args(args, args.kind), _slurm_from_args(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="audiomill",
@@ -437,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
     )
     _add_run_flags(vad, inputs="+", devices="cpu")
-    _add_vad_flags(vad)
+    _add_stage_flags(vad, "vad", "voice activity")
     _add_config(vad)
     _add_executors(vad)
     vad.set_defaults(func=cmd_vad)
@@ -457,10 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
     )
     _add_run_flags(asr, inputs="+")
-    _add_transcribe_flags(asr)
+    _add_stage_flags(asr, "transcribe", "speech recognition")
     _add_config(asr)
     _add_executors(asr)
     asr.set_defaults(func=cmd_transcribe)
+
+    _add_plugin_commands(commands)
 
     pipe = commands.add_parser(
         "run", formatter_class=_Formatter, help="run several stages over one decode, from a TOML file",
@@ -482,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("pipeline", metavar="FILE.toml", help="the pipeline file")
     _add_tokenize_flags(pipe, inputs="*", out_required=False, config=False)
     _add_executors(pipe)
-    pipe.set_defaults(func=cmd_run, stages=[])
+    pipe.set_defaults(func=cmd_run, pipeline_stages=[])
 
     ss = commands.add_parser(
         "slurm-script", formatter_class=_Formatter, help="write an sbatch array script for a plan",
@@ -554,15 +551,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "transcribe' end to end and the naive loop; prepare-tts: the indextts stage (codes, "
                          "conditioning, emotion; --model-path an IndexTTS2 release, else real sizes with random "
                          "weights, --tiny the test sizes)")
-    be.add_argument("--backend", default=None,
-                    choices=("silero", "ten-vad", "whisper", "faster-whisper", "pocketsphinx"),
+    be.add_argument("--backend", default=None, choices=(*_declared("vad", "backend")[1],
+                                                         *_declared("transcribe", "backend")[1]),
                     help="--stage vad: silero (default) or ten-vad; --stage transcribe: whisper (default; "
                          "--model-path, or --tiny) or pocketsphinx")
     be.add_argument("--grammar", default=None, metavar="FILE.jsgf",
                     help="--stage transcribe: pocketsphinx's grammar")
-    be.add_argument("--max-tokens-per-second", type=_positive(float), default=12.0, metavar="N",
+    be.add_argument("--max-tokens-per-second", type=_positive(float),
+                    default=_declared("transcribe", "max_tokens_per_second")[0], metavar="N",
                     help="--stage transcribe: whisper's limit of new tokens per second of a clip (+ 8)")
-    be.add_argument("--codec", "-c", default="snac-24khz", help="codec name; see 'audiomill codecs'")
+    be.add_argument("--codec", "-c", default=_declared("tokenize", "codec")[0],
+                    help="codec name; see 'audiomill codecs'")
     be.add_argument("--model-path", default=None, metavar="DIR",
                     help="local folder with the codec's weights (default: full-size random weights)")
     be.add_argument("--tiny", action="store_true", help="use the codec's tiny random test configuration")
@@ -577,12 +576,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="decoding processes (0: as tokenize chooses)")
     be.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
                     help="padded audio per encoder batch (0: as tokenize chooses)")
-    be.add_argument("--chunk-seconds", type=_non_negative(float), default=60.0, metavar="S",
+    be.add_argument("--chunk-seconds", type=_non_negative(float), default=_declared("tokenize", "chunk_seconds")[0],
+                    metavar="S",
                     help="window length for long files, as for tokenize")
-    be.add_argument("--overlap-seconds", type=_non_negative(float), default=4.0, metavar="S",
+    be.add_argument("--overlap-seconds", type=_non_negative(float),
+                    default=_declared("tokenize", "overlap_seconds")[0], metavar="S",
                     help="window overlap, as for tokenize")
     _add_speed(be)
-    be.add_argument("--batching", choices=("exact", "padded"), default="exact",
+    be.add_argument("--batching", choices=_declared("tokenize", "batching")[1],
+                    default=_declared("tokenize", "batching")[0],
                     help="as for tokenize; with padded, also the share of codes equal to exact batching's")
     be.add_argument("--agreement", action="store_true",
                     help="also report, for bf16, fp16, torch.compile (and TF32 on a GPU), and for --batching padded "
@@ -615,19 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
     )
     _add_run_flags(tts, inputs="+")
-    group = tts.add_argument_group("TTS set")
-    group.add_argument("--tokenizer", required=True, metavar="FILE.model",
-                       help="a SentencePiece model (see 'audiomill train-tokenizer')")
-    group.add_argument("--language", default=None, metavar="CODE",
-                       help="the text's language for normalisation (en: numbers as words); default: each "
-                            "utterance's own 'language'")
-    group.add_argument("--model-path", required=True, metavar="DIR", help="an IndexTTS2 release folder")
-    group.add_argument("--val-ratio", type=_non_negative(float), default=0.01, metavar="SHARE",
-                       help="the share of ids that go to val_manifest.jsonl (IndexTTS2's SHA-1 rule)")
-    group.add_argument("--batch-seconds", type=_non_negative(float), default=0.0, metavar="S",
-                       help="audio per model call (0: 10 s on CPU, 600 s on a GPU); halved on out of memory")
-    group.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
-                       help="the models' precision on a GPU")
+    _add_stage_flags(tts, "text", "text ids")
+    _add_stage_flags(tts, "indextts", "codes and conditioning (IndexTTS2)")
     _add_executors(tts)
     tts.set_defaults(func=cmd_prepare_tts)
 
@@ -712,15 +703,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _config_from_args(args: argparse.Namespace):
-    from audiomill.config import RunConfig, codec_options_of
+def _config_from_args(args: argparse.Namespace, kind: str | None = None):
+    """The run-wide flags as a RunConfig; with ``kind``, a run of one stage of it from its flags."""
+    from audiomill.config import RunConfig
 
     fields = RunConfig.__dataclass_fields__
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    values = {k: v for k, v in vars(args).items() if k in fields and k not in ("stages", "outputs")}
     values["add"] = _constants(getattr(args, "add", None))
-    if getattr(args, "codec_option", None):
-        values["codec_options"] = codec_options_of(args.codec_option)
-    return RunConfig(**values)
+    cfg = RunConfig(**values)
+    if kind is not None:
+        cfg.stages = [{"group": "", "kind": kind, "settings": stage_settings(args, kind)}]
+    return cfg
 
 
 def _slurm_from_args(args: argparse.Namespace):
@@ -733,14 +726,13 @@ def _slurm_from_args(args: argparse.Namespace):
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from audiomill.run import run
 
-    return run(_config_from_args(args), _slurm_from_args(args))
+    return run(_config_from_args(args, "tokenize"), _slurm_from_args(args))
 
 
 def cmd_vad(args: argparse.Namespace) -> int:
     from audiomill.run import run
 
-    cfg = _config_from_args(args)
-    cfg.command = "vad"
+    cfg = _config_from_args(args, "vad")
     return run(cfg, _slurm_from_args(args))
 
 
@@ -748,9 +740,8 @@ def cmd_prepare_tts(args: argparse.Namespace) -> int:
     from audiomill.run import run
 
     cfg = _config_from_args(args)
-    cfg.stages = [{"kind": "text", "name": "text", "tokenizer": args.tokenizer, "language": args.language},
-                  {"kind": "indextts", "name": "tts", "model_path": args.model_path, "val_ratio": args.val_ratio,
-                   "batch_seconds": args.batch_seconds, "precision": args.precision}]
+    cfg.stages = [{"group": "text", "kind": "text", "settings": stage_settings(args, "text")},
+                  {"group": "tts", "kind": "indextts", "settings": stage_settings(args, "indextts")}]
     return run(cfg, _slurm_from_args(args))
 
 
@@ -780,8 +771,7 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from audiomill.run import run
 
-    cfg = _config_from_args(args)
-    cfg.command = "transcribe"
+    cfg = _config_from_args(args, "transcribe")
     return run(cfg, _slurm_from_args(args))
 
 
@@ -791,9 +781,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.pipeline):
         raise UsageError(f"no pipeline file {args.pipeline}")
+    from audiomill.stages.specs import pipeline_specs
+
     cfg = _config_from_args(args)
-    if not cfg.stages:
+    if not args.pipeline_stages:
         raise UsageError(f"{args.pipeline} has no [[stage]] tables: nothing to run")
+    cfg.stages = pipeline_specs(args.pipeline_stages, {"tokenize": stage_settings(args, "tokenize")})
     missing = [name for name, value in (("out", cfg.out), ("inputs", cfg.inputs)) if not value]
     if missing:
         raise UsageError(f"{args.pipeline} sets no {' and no '.join(missing)}: add 'out = \"DIR\"' and "
@@ -808,7 +801,7 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     from audiomill.runner.tasks import left_to_do
     from audiomill.runner.plan import prepare
 
-    cfg = _config_from_args(args)
+    cfg = _config_from_args(args, "tokenize")
     cfg.executor = "slurm"
     opts = _slurm_from_args(args)
     if cfg.inputs:

@@ -23,8 +23,9 @@ def run_demo(out: str, codec: str, model_path: str | None) -> int:
         resolve_weights(codec_info(codec), model_path)
     except WeightsNotFound:
         random_weights = True
-    cfg = RunConfig(inputs=paths, out=os.path.join(out, "tokens"), codec=codec, model_path=model_path,
-                    random_weights=random_weights)
+    settings = {"codec": codec, "model_path": model_path, "random_weights": random_weights}
+    cfg = RunConfig(inputs=paths, out=os.path.join(out, "tokens"),
+                    stages=[{"group": "", "kind": "tokenize", "settings": settings}])
     code = run(cfg)
     print(f"audiomill demo: tokens in {cfg.out}; try 'audiomill status {cfg.out} --all'", file=sys.stderr)
     return code

@@ -28,10 +28,6 @@ from audiomill.errors import UsageError
 from audiomill.items import Shard
 from audiomill.runner.state import OutputFolder
 
-# The flag that sets each setting of a tokenize stage, for messages.
-_FLAGS = {"codec_options": "--codec-option"}
-
-
 def prepare(cfg: RunConfig) -> list[Shard]:
     """Check ``cfg`` completely, then freeze (or extend) its plan; returns the shards to run.
 
@@ -39,6 +35,7 @@ def prepare(cfg: RunConfig) -> list[Shard]:
     from audiomill.sinks import get_format
     from audiomill.sources.discover import discover_shards, expand_inputs
     from audiomill.stages import stage_class
+    from audiomill.stages.specs import linked
 
     cfg.out = os.path.abspath(cfg.out)
     base = cfg.format.split("@")[0]  # --lines-per-file N: the format is named <format>@N (see sinks.rotated)
@@ -51,7 +48,7 @@ def prepare(cfg: RunConfig) -> list[Shard]:
     if cfg.files_per_shard < 1:
         raise UsageError("--files-per-shard must be at least 1")
     outputs = []
-    for spec in cfg.stage_specs():
+    for spec in linked(cfg.stages):
         cls = stage_class(spec["kind"])
         for package in getattr(cls, "needs", ()):
             try:
@@ -181,37 +178,31 @@ def _merge_outputs(out: str, old: list[dict[str, Any]], new: list[dict[str, Any]
     return merged
 
 
-def _runtime(output: dict[str, Any]) -> tuple[str, ...]:
-    """Settings of a stage that a later launch may change: they do not change what is written."""
-    from audiomill.stages import stage_class
-
-    return tuple(getattr(stage_class(output["kind"]), "runtime_settings", ()))
-
-
 def _same_stage(out: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A stage already in the plan writes what it wrote: only its runtime settings (the batch size) and where
+    the weights were found (which follows from --model-path) may change."""
+    from audiomill.stages import stage_class
+    from audiomill.stages.settings import changed, settings_class, shown
+
     where = f"stage {new['group']} of " if new["group"] else ""
     if old["kind"] != new["kind"]:
         raise UsageError(f"{where}{out} was made by a {old['kind']} stage, not {new['kind']}: use another --out")
-    runtime = set(_runtime(new)) | {"weights"}  # where the weights were found follows from --model-path
-    for key in sorted(set(old["settings"]) | set(new["settings"])):
-        if key in runtime:
-            continue
-        before, now = old["settings"].get(key), new["settings"].get(key)
-        if before == now:
-            continue
-        if key == "codec_options":
-            before, now = (",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (o or {}).items())
-                           or "(none)" for o in (before, now))
-        flag = _FLAGS.get(key, "--" + key.replace("_", "-")) if new["kind"] == "tokenize" else key
-        raise UsageError(f"{where}{out} was made with {flag} {before}, not {now}: use another --out, or the same {flag}")
+    cls = stage_class(new["kind"])
+    runtime = set(getattr(cls, "runtime_settings", ())) | {"weights"}
+    strip = lambda settings: {k: v for k, v in settings.items() if k not in runtime}  # noqa: E731
+    difference = changed(settings_class(cls), strip(old["settings"]), strip(new["settings"]))
+    if difference is not None:
+        flag, before, now = difference
+        raise UsageError(f"{where}{out} was made with {flag} {shown(before)}, not {shown(now)}: use another --out, "
+                         f"or the same {flag}")
 
 
 def _outputs_of_old_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """A plan from before stages were named: its one tokenize stage."""
-    from audiomill.config import TOKENIZE_FIELDS
+    from audiomill.stages import stage_class
 
     config = plan.get("config", {})
-    settings = {k: config.get(k) for k in TOKENIZE_FIELDS}
+    settings = {f.name: config.get(f.name) for f in dataclasses.fields(stage_class("tokenize").Settings)}
     settings["weights"] = None if plan.get("weights") in (None, "random") else plan["weights"]
     return [{"group": "", "kind": "tokenize", "settings": settings}]
 

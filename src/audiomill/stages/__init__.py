@@ -20,7 +20,6 @@ encoding thread, precision, compile) and :class:`audiomill.stages.perfile.PerFil
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import traceback
@@ -38,7 +37,19 @@ log = logging.getLogger(__name__)
 KINDS = {"tokenize": "audiomill.stages.tokenize:TokenizeStage", "vad": "audiomill.stages.vad:VadStage",
          "transcribe": "audiomill.stages.transcribe:TranscribeStage", "text": "audiomill.stages.text:TextStage",
          "indextts": "audiomill.stages.tts:TtsStage"}
+ENTRY_POINTS = "audiomill.stages"  # installed packages register kinds of their own here: name = "module:Class"
 
+
+def plugin_kinds() -> dict[str, str]:
+    """The kinds installed packages register (entry points of the group ``audiomill.stages``)."""
+    from importlib.metadata import entry_points
+
+    return {point.name: point.value for point in entry_points(group=ENTRY_POINTS) if point.name not in KINDS}
+
+
+def kinds() -> dict[str, str]:
+    """Every registered kind: audiomill's own, then those of installed packages."""
+    return {**KINDS, **plugin_kinds()}
 
 
 @dataclass
@@ -106,9 +117,10 @@ class Stage(Protocol):
 
 def stage_class(kind: str) -> type:
     """The class of a stage kind: a registered name, or ``module:Class``."""
-    target = KINDS.get(kind, kind)
+    known = KINDS if kind in KINDS or ":" in kind else kinds()
+    target = known.get(kind, kind)
     if ":" not in target:
-        raise UsageError(f"unknown stage kind {kind!r}; known: {', '.join(KINDS)}, or module:Class for your own")
+        raise UsageError(f"unknown stage kind {kind!r}; known: {', '.join(known)}, or module:Class for your own")
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -118,17 +130,6 @@ def stage_class(kind: str) -> type:
     if cls is None or not hasattr(cls, "check") or not hasattr(cls, "build"):
         raise UsageError(f"stage kind {kind!r}: {module_name} has no stage class {attr} (with check and build)")
     return cls
-
-
-def settings_of(cls: type, data: dict[str, Any], kind: str, hidden: tuple[str, ...] = ()) -> Any:
-    """The settings dataclass ``cls`` of a ``kind`` stage from its table (a command's flags or a ``[[stage]]``);
-    a name it does not have is one line that lists the ones it has (``hidden``: kept by the plan, not set)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UsageError(f"a {kind} stage has no setting {', '.join(unknown)}; its settings: "
-                         f"{', '.join(sorted(names - set(hidden)))}")
-    return cls(**data)
 
 
 def with_meta(record: dict[str, Any], item: Item, reserved: set[str]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ start (see :class:`~audiomill.stages.FailureGuard`).
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,11 @@ class PerFileStage:
 
     @classmethod
     def check(cls, settings: dict[str, Any]) -> dict[str, Any]:
-        """Check the settings before the plan is frozen; returns those to keep (default: as given)."""
+        """Check the settings before the plan is frozen; returns those to keep: with a declared ``Settings``
+        (see :mod:`audiomill.stages.settings`) every setting, its default where none is given; else as given."""
+        declared = getattr(cls, "Settings", None)
+        if dataclasses.is_dataclass(declared):
+            return dataclasses.asdict(declared(**settings))
         return dict(settings)
 
     @classmethod

@@ -24,8 +24,9 @@ from audiomill import text as textlib
 from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
-from audiomill.stages import FileOutput, settings_of, with_meta
+from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.perfile import PerFileStage
+from audiomill.stages.settings import from_table, setting
 
 RATE = 16000
 WINDOW = 1024 * 512  # vad's and transcribe's window: one view feeds them all
@@ -35,12 +36,14 @@ FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string", "text":
 
 @dataclass
 class TextSettings:
-    tokenizer: str = ""  # a SentencePiece .model file
-    language: str | None = None  # default: each item's own "language", if it has one
+    tokenizer: str = setting("", "a SentencePiece model (see 'audiomill train-tokenizer')", metavar="FILE.model",
+                             required=True)
+    language: str | None = setting(None, "the text's language for normalisation (en: numbers as words); default: "
+                                         "each utterance's own 'language'", metavar="CODE")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TextSettings":
-        return settings_of(cls, data, "text")
+        return cls(**from_table(cls, data, "text"))
 
 
 def load_tokenizer(path: str):
@@ -66,6 +69,7 @@ class TextStage(PerFileStage):
     alignment = 512
     fields = FIELDS
     needs = ("sentencepiece",)
+    Settings = TextSettings
 
     @classmethod
     def check(cls, settings: dict[str, Any]) -> dict[str, Any]:

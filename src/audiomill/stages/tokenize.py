@@ -26,60 +26,74 @@ from audiomill.items import Item
 from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS, batch_budget
+from audiomill.stages.settings import from_table, runtime, setting
 
-BATCHING_CHOICES = ("exact", "padded")
 RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error",
             *layouts.FIELD_NAMES)
 
 @dataclass
 class TokenizeSettings:
-    """A tokenize stage's settings: the flags of ``audiomill tokenize`` that say what it writes."""
+    """A tokenize stage's settings: the flags of ``audiomill tokenize``."""
 
-    codec: str = "snac-24khz"
-    codec_options: dict[str, Any] = field(default_factory=dict)
-    model_path: str | None = None
-    random_weights: bool = False
-    chunk_seconds: float = 60.0
-    overlap_seconds: float = 4.0
-    batch_seconds: float = 0.0  # 0: by device (probed on a GPU, CPU_BATCH_SECONDS on CPU)
-    max_padding: float = 0.5  # padding a batch may hold, a share of its clips' own samples
-    batching: str = "exact"  # "padded": clips of any length batch, unmasked, where the codec cannot be exact
-    precision: str = "fp32"
-    compile: bool = False
-    layout: str | None = None  # the record's codes as another tool reads them (see audiomill.layouts)
-    weights: str | None = None  # resolved when the plan is made (None: random)
-
-    # settings that do not change what is written: a plan may be run again with others
-    RUNTIME = ("batch_seconds", "max_padding")
+    codec: str = setting("snac-24khz", "codec name; see 'audiomill codecs'", short="-c", shown=True)
+    codec_options: dict[str, Any] = setting(
+        {}, "a setting of the codec, e.g. bandwidth=6 (EnCodec) or num_quantizers=8 (Mimi); repeatable; see "
+            "'audiomill codecs'", flag="--codec-option", metavar="KEY=VALUE", repeat=True,
+        parse=lambda value: codec_options_of(value))
+    model_path: str | None = setting(
+        None, "local folder with the codec's config.json and weights; otherwise the Hugging Face cache/hub",
+        metavar="DIR")
+    random_weights: bool = setting(
+        False, "use randomly initialised weights (seeded): for tests and benchmarks, codes are meaningless")
+    chunk_seconds: float = setting(60.0, "files longer than this are encoded in windows of this length (0: never "
+                                         "chunk)", minimum=0.0, metavar="S")
+    overlap_seconds: float = setting(4.0, "overlap between windows; each window keeps the codes of its own half "
+                                          "of it", minimum=0.0, metavar="S")
+    batch_seconds: float = setting(
+        0.0, "padded audio per encoder batch (0: found from free GPU memory by a probe, remembered per codec and "
+             "GPU; 10 on CPU). Longer windows are encoded in overlapping windows of this length",
+        minimum=0.0, metavar="S", output=False)
+    max_padding: float = setting(
+        0.5, "padding a batch may hold, as a share of its clips' own audio, for codecs that batch clips of "
+             "different lengths ('masked' in 'audiomill codecs'): more gives fuller batches, less wastes less; "
+             "codes are the same either way", minimum=0.0, metavar="SHARE", output=False)
+    batching: str = setting(
+        "exact", "exact: every code as the codec gives it for each clip alone: the 'masked' codecs of 'audiomill "
+                 "codecs' (DAC, SNAC, Mimi, EnCodec 24 kHz) batch clips of any length, the others only clips of "
+                 "one length; padded: clips of any length batch for every codec, so for the others codes near a "
+                 "clip's end may differ (measure the share with 'audiomill bench --batching padded')",
+        choices=("exact", "padded"))
+    precision: str = setting("fp32", "encoder arithmetic; anything but fp32 may change some codes: measure it "
+                                     "with 'audiomill bench --agreement' first", choices=PRECISIONS)
+    compile: bool = setting(False, "torch.compile the encoder (slow start, then faster; check codes with bench "
+                                   "--agreement)")
+    layout: str | None = setting(
+        None, "write the codes as another tool reads them instead of 'tokens': snac-layers (the SNAC pipeline's "
+              "snac_layer_1..N, num_layers, token_lengths) or orpheus (SNAC 24 kHz as Orpheus-TTS' codes_list: 7 "
+              "tokens a frame, offset 128266 + position * 4096)", choices=layouts.LAYOUTS, shown=True)
+    weights: str | None = setting(None, hidden=True)  # resolved when the plan is made (None: random)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TokenizeSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UsageError(f"a tokenize stage has no setting {', '.join(unknown)}; its settings: "
-                             f"{', '.join(sorted(names - {'weights'}))}")
-        return cls(**{key: _typed(key, value, getattr(cls(), key)) for key, value in data.items()})
+        return cls(**from_table(cls, data, "tokenize"))
 
 
-def _typed(key: str, value: Any, default: Any) -> Any:
-    """A setting from a pipeline file as the flag would have parsed it (6 -> 6.0 for seconds)."""
-    flag = "--" + key.replace("_", "-")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise UsageError(f"{flag}: expected true or false, not {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise UsageError(f"{flag}: expected a number >= 0, not {value!r}")
-        return float(value)
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise UsageError(f"{flag}: expected a table such as {{bandwidth = 6}}, not {value!r}")
-        return value
-    if value is not None and not isinstance(value, str):
-        raise UsageError(f"{flag}: expected a string, not {value!r}")
-    return value
+def codec_options_of(values: dict[str, Any] | list[str]) -> dict[str, float | str]:
+    """``["bandwidth=6"]`` or ``{"bandwidth": 6}`` -> ``{"bandwidth": 6.0}``: numbers become floats."""
+    if not isinstance(values, (dict, list)):
+        raise UsageError(f"--codec-option: expected KEY=VALUE pairs or a table such as {{bandwidth = 6}}, "
+                         f"not {values!r}")
+    pairs = values if isinstance(values, list) else [f"{k}={v}" for k, v in values.items()]
+    options: dict[str, float | str] = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--codec-option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = float(value)
+        except ValueError:
+            options[key.strip()] = value.strip()
+    return options
 
 
 def make_record(item: Item, codec_name: str, sample_rate: int, num_samples: int, tokens: list[list[int]],
@@ -123,7 +137,9 @@ def tokenize_fields(cardinality: int, clip_fields: tuple[str, ...] = (), layout:
 class TokenizeStage(BatchedModelStage):
     """A codec behind the batched-model machinery; one record of codes per file."""
 
-    runtime_settings = TokenizeSettings.RUNTIME  # a later launch may change these
+    Settings = TokenizeSettings
+    runtime_settings = runtime(TokenizeSettings)  # a later launch may change these
+    command_defaults = True  # its settings at the top of a pipeline file are every tokenize stage's defaults
 
     @classmethod
     def check(cls, settings: dict[str, Any]) -> dict[str, Any]:
@@ -131,10 +147,6 @@ class TokenizeStage(BatchedModelStage):
         from audiomill.codecs import codec_info, load_codec, resolve_weights
 
         cfg = TokenizeSettings.from_dict(settings)
-        if cfg.precision not in PRECISIONS:
-            raise UsageError(f"--precision {cfg.precision}: expected one of {', '.join(PRECISIONS)}")
-        if cfg.batching not in BATCHING_CHOICES:
-            raise UsageError(f"--batching {cfg.batching}: expected one of {', '.join(BATCHING_CHOICES)}")
         if cfg.chunk_seconds and cfg.overlap_seconds * 2 >= cfg.chunk_seconds:
             raise UsageError("--overlap-seconds must be less than half of --chunk-seconds")
         if cfg.model_path:
@@ -160,6 +172,12 @@ class TokenizeStage(BatchedModelStage):
         kept = dataclasses.asdict(cfg)
         _checked[_cache_key(kept)] = codec  # a CPU worker in this process takes it instead of loading again
         return kept
+
+    @classmethod
+    def describe(cls, settings: dict[str, Any]) -> str:
+        """What its records are, for the dataset card."""
+        what = f"{settings.get('codec', '?')} codes"
+        return what + (f" in the {settings['layout']} layout" if settings.get("layout") else "")
 
     @classmethod
     def build(cls, settings: dict[str, Any], device: str) -> "TokenizeStage":

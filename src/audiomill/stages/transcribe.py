@@ -39,9 +39,10 @@ from audiomill.batching import Piece
 from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
-from audiomill.stages import FileOutput, settings_of, with_meta
+from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
+from audiomill.stages.settings import from_table, runtime, setting
 from audiomill.stages.vad import WINDOW, VadSettings, VadStage, audio_filepath, complete_records, write_atomic
 
 RATE = asr.RATE
@@ -59,42 +60,45 @@ MANIFEST = "manifest.jsonl"
 class TranscribeSettings:
     """A transcribe stage's settings: the flags of ``audiomill transcribe``."""
 
-    backend: str = "whisper"
-    model_path: str | None = None
-    language: str | None = None  # None: detected per clip (whisper)
-    task: str = "transcribe"
-    grammar: str | None = None  # pocketsphinx: a JSGF grammar
-    max_tokens_per_second: float = 12.0  # whisper: new tokens a clip may have, per second of it (+ 8)
-    batch_seconds: float = 0.0  # 0: by device
-    max_padding: float = 0.5
-    precision: str = "fp32"
-    overwrite_text: bool = False  # transcribe records that already have a text too
-    drop_flagged: bool = False  # empty the text of a flagged record, saying why in "dropped"
-    max_chars_per_second: float = 25.0  # more is flagged "too long"
-    no_speech_threshold: float = 0.6  # a higher no-speech probability is flagged
-    vad: dict[str, Any] | None = None  # an earlier vad stage's settings: transcribe its segments
-    weights: str | None = None  # resolved when the plan is made
-
-    RUNTIME = ("batch_seconds", "max_padding")
+    backend: str = setting(
+        "whisper", "whisper (transformers' Whisper, audiomill[asr]; its weights from --model-path), faster-whisper "
+                   "(a CTranslate2 conversion, audiomill[faster-whisper]) or pocketsphinx (audiomill[pocketsphinx]: "
+                   "English, its model in the wheel, nothing to download)", choices=asr.BACKENDS)
+    model_path: str | None = setting(
+        None, "whisper: a transformers Whisper checkpoint (config.json, model.safetensors, the tokenizer and "
+              "preprocessor_config.json); faster-whisper: its CTranslate2 conversion (model.bin, config.json, "
+              "tokenizer.json); pocketsphinx: a model folder (acoustic model, .dict, optional LM) instead of the "
+              "wheel's English one", metavar="DIR")
+    language: str | None = setting(None, "whisper: the language of every clip (default: detected per clip)",
+                                   metavar="CODE")
+    task: str = setting("transcribe", "whisper: transcribe, or translate into English", choices=asr.TASKS)
+    grammar: str | None = setting(None, "pocketsphinx: a JSGF grammar of what may be said (exact text for "
+                                        "constrained corpora)", metavar="FILE.jsgf")
+    max_tokens_per_second: float = setting(
+        12.0, "whisper: a clip's text ends after N tokens per second of it (+ 8), so that a looping decoder stops",
+        positive=True, metavar="N")
+    batch_seconds: float = setting(
+        0.0, "audio per model call, each whisper clip counted as 30 s (0: whisper 240 s on CPU, 960 s on a GPU; "
+             "the others 10 s); halved on out of memory", minimum=0.0, metavar="S", output=False)
+    max_padding: float = setting(
+        0.5, "padding a batch may hold, a share of its clips' own samples (not whisper's: it pads every clip to "
+             "30 s)", minimum=0.0, metavar="SHARE", output=False)
+    precision: str = setting("fp32", "whisper on a GPU: the model's precision", choices=PRECISIONS)
+    overwrite_text: bool = setting(False, "transcribe input rows that already have a text too (default: pass "
+                                          "them through)")
+    drop_flagged: bool = setting(False, "empty the text of a record with a hallucination flag, its reason in "
+                                        "'dropped'")
+    max_chars_per_second: float = setting(
+        25.0, "a longer text (for its clip's duration, at least 1 s) is flagged 'too long'", minimum=0.0,
+        metavar="N")
+    no_speech_threshold: float = setting(0.6, "whisper: a higher no-speech probability is flagged", minimum=0.0,
+                                         metavar="P")
+    vad: dict[str, Any] | None = setting(None, hidden=True)  # an earlier vad stage's settings: its segments
+    weights: str | None = setting(None, hidden=True)  # resolved when the plan is made
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TranscribeSettings":
-        cfg = settings_of(cls, data, "transcribe", hidden=('weights',))
-        if cfg.backend not in asr.BACKENDS:
-            raise UsageError(f"--backend {cfg.backend}: expected one of {', '.join(asr.BACKENDS)}")
-        if cfg.task not in asr.TASKS:
-            raise UsageError(f"--task {cfg.task}: expected one of {', '.join(asr.TASKS)}")
-        if cfg.precision not in PRECISIONS:
-            raise UsageError(f"--precision {cfg.precision}: expected one of {', '.join(PRECISIONS)}")
-        for name in ("max_tokens_per_second", "batch_seconds", "max_padding", "max_chars_per_second",
-                     "no_speech_threshold"):
-            value = getattr(cfg, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a number >= 0")
-            setattr(cfg, name, float(value))
-        for name in ("overwrite_text", "drop_flagged"):
-            if not isinstance(getattr(cfg, name), bool):
-                raise UsageError(f"--{name.replace('_', '-')}: expected true or false")
+        cfg = cls(**from_table(cls, data, "transcribe"))
         if cfg.grammar and cfg.backend != "pocketsphinx":
             raise UsageError("--grammar is pocketsphinx's: a JSGF grammar of what is said")
         return cfg
@@ -111,7 +115,8 @@ def _cache_key(settings: dict[str, Any]) -> str:
 class TranscribeStage(BatchedModelStage):
     """An ASR backend behind the batched-model machinery; a record per file or per speech segment."""
 
-    runtime_settings = TranscribeSettings.RUNTIME
+    Settings = TranscribeSettings
+    runtime_settings = runtime(TranscribeSettings)
     cuttable = False
     summary_files = (MANIFEST,)
 
@@ -160,6 +165,14 @@ class TranscribeStage(BatchedModelStage):
         kept = dataclasses.asdict(cfg)
         _checked[_cache_key(kept)] = backend
         return kept
+
+    @classmethod
+    def link(cls, settings: dict[str, Any], earlier: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        """In a pipeline, a transcribe stage after a vad stage transcribes that stage's segments."""
+        vads = [stage_settings for kind, stage_settings in earlier if kind == "vad"]
+        if "vad" not in settings and vads:
+            return {**settings, "vad": dict(vads[-1])}
+        return settings
 
     @classmethod
     def build(cls, settings: dict[str, Any], device: str) -> "TranscribeStage":

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from audiomill.errors import UsageError
-from audiomill.stages import FileOutput, settings_of, with_meta
+from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
+from audiomill.stages.settings import from_table, runtime, setting
 from audiomill.stages.vad import complete_records, write_atomic
 
 FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string", "duration": "float64",
@@ -50,16 +51,16 @@ GPU_BATCH_SECONDS = 600.0
 
 @dataclass
 class TtsSettings:
-    model_path: str = ""  # an IndexTTS2 release folder
-    val_ratio: float = 0.01
-    batch_seconds: float = 0.0
-    precision: str = "fp32"
-
-    RUNTIME = ("batch_seconds",)
+    model_path: str = setting("", "an IndexTTS2 release folder", metavar="DIR", required=True)
+    val_ratio: float = setting(0.01, "the share of ids that go to val_manifest.jsonl (IndexTTS2's SHA-1 rule)",
+                               minimum=0.0, metavar="SHARE")
+    batch_seconds: float = setting(0.0, "audio per model call (0: 10 s on CPU, 600 s on a GPU); halved on out of "
+                                        "memory", minimum=0.0, metavar="S", output=False)
+    precision: str = setting("fp32", "the models' precision on a GPU", choices=PRECISIONS)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TtsSettings":
-        cfg = settings_of(cls, data, "indextts")
+        cfg = cls(**from_table(cls, data, "indextts"))
         ratio = cfg.val_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise UsageError(f"--val-ratio {cfg.val_ratio!r}: expected a share between 0 and 1")
@@ -100,7 +101,8 @@ class TtsStage(BatchedModelStage):
     name = "indextts"
     fields = FIELDS
     cuttable = False
-    runtime_settings = TtsSettings.RUNTIME
+    Settings = TtsSettings
+    runtime_settings = runtime(TtsSettings)
 
     @classmethod
     def check(cls, settings: dict[str, Any]) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
 from audiomill.sinks.journal import dumps
-from audiomill.stages import FileOutput, settings_of, with_meta
+from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.perfile import PerFileStage
+from audiomill.stages.settings import from_table, setting
 from audiomill.vad import (BACKENDS, RATE, Backend, Levels, VadOptions, amela_record, amela_statistics,
                            plan_segments, segments, to_int16)
 
@@ -48,26 +49,49 @@ AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}  # --write-audio: extension -> so
 AUDIO_FOLDER = "audio"
 
 
+def _hop(value: Any) -> int:
+    if isinstance(value, bool) or str(value) not in ("160", "256", "512"):
+        raise UsageError(f"--hop {value}: expected one of 160, 256, 512")
+    return int(value)
+
+
 @dataclass
 class VadSettings:
     """A vad stage's settings: the flags of ``audiomill vad``."""
 
-    backend: str = "silero"
-    threshold: float = 0.5
-    neg_threshold: float | None = None
-    min_speech: float = 0.25
-    min_silence: float = 0.1
-    speech_pad: float = 0.03
-    hop: int = 256  # ten-vad's frame (silero's is 512)
-    segment: str | None = None  # "MIN:MAX": a record per segment of MIN to MAX seconds, cut at pauses
-    min_speech_ratio: float = 0.0  # files (or segments) with less speech are dropped, with the reason
-    min_duration: float = 0.0
-    max_duration: float = 0.0  # 0: no limit
-    write_audio: str | None = None  # "flac" or "wav": segments also as files, in audio/<shard>.tar
+    backend: str = setting("silero", "silero (silero-vad's ONNX model, audiomill[vad]) or ten-vad "
+                                     "(audiomill[ten-vad], needs Debian's libc++1; its licence has extra "
+                                     "conditions, see the README)", choices=BACKENDS, shown=True)
+    threshold: float = setting(VadOptions.threshold, "speech probability at which speech starts", positive=True,
+                               metavar="P")
+    neg_threshold: float | None = setting(None, "probability below which speech may end (default: threshold - "
+                                                "0.15)", positive=True, metavar="P")
+    min_speech: float = setting(VadOptions.min_speech, "shorter speech segments are dropped", minimum=0.0,
+                                metavar="S")
+    min_silence: float = setting(VadOptions.min_silence, "shorter pauses do not end a segment", minimum=0.0,
+                                 metavar="S")
+    speech_pad: float = setting(VadOptions.speech_pad, "seconds added before and after each segment (halfway, "
+                                                       "where two would meet)", minimum=0.0, metavar="S")
+    hop: int = setting(256, "ten-vad: samples per frame at 16 kHz (silero's frames are 512)",
+                       choices=("160", "256", "512"), parse=lambda value: _hop(value))
+    segment: str | None = setting(
+        None, "a record per segment of MIN to MAX seconds instead of per file, cut at pauses (a stretch of speech "
+              "longer than MAX at its quietest point), with offset and duration: the manifest then lists "
+              "segments, which tokenize reads without re-encoding audio", metavar="MIN:MAX")
+    min_speech_ratio: float = setting(
+        0.0, "files (segments) with a smaller share of speech frames are marked dropped, with the reason; they "
+             "stay in the records and the CSV, not in the manifest", minimum=0.0, metavar="SHARE")
+    min_duration: float = setting(0.0, "shorter files (segments) are marked dropped", minimum=0.0, metavar="S")
+    max_duration: float = setting(0.0, "longer files (segments) are marked dropped (0: no limit)", minimum=0.0,
+                                  metavar="S")
+    write_audio: str | None = setting(
+        None, "with --segment: each segment not dropped also as a file (flac or wav: 16 kHz mono, 16-bit) with "
+              "its record as JSON, in <out>/audio/<shard>.tar, WebDataset's layout", metavar="FORMAT",
+        parse=lambda value: None if value in (None, "") else str(value).lower())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VadSettings":
-        cfg = settings_of(cls, data, "vad")
+        cfg = cls(**from_table(cls, data, "vad"))
         if cfg.backend not in BACKENDS:
             raise UsageError(f"--backend {cfg.backend}: expected one of {', '.join(BACKENDS)}")
         for name in ("threshold", "neg_threshold"):
@@ -182,6 +206,8 @@ class VadStage(PerFileStage):
     fields = FIELDS
     needs: tuple[str, ...] = ()
     runtime_settings: tuple[str, ...] = ()
+    Settings = VadSettings
+    label = "voice activity"  # the dataset card's words for its records
     cpu_only = True  # no GPU part: its workers are CPU workers
     summary_files = ("vad.csv", "manifest.jsonl")  # what after_run writes beside the shards (push uploads them)
 

@@ -1,0 +1,79 @@
+"""A stage kind from a package of one's own, registered by its entry points and nothing else: its command,
+flags, --config keys, [[stage]] keys, plan, refusal of a changed setting and dataset card all come from its one
+declaration of settings."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from audiomill.audio import decode
+from tests.conftest import GOOD_FILES, read_jsonl, run_audiomill, sentence_audio
+from tests.test_pipeline import write_pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory) -> dict:
+    """An installed distribution (its dist-info, as pip leaves it) that registers ``loudness``."""
+    site = tmp_path_factory.mktemp("site")
+    info = site / "audiomill_loudness-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: audiomill-loudness\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[audiomill.stages]\nloudness = tests.stages.plugin:Loudness\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), ROOT, os.environ.get("PYTHONPATH", "")])}
+
+
+def rms(key: str) -> float:
+    index, ext = GOOD_FILES[key]
+    samples = decode(sentence_audio(index, ext), 16000).samples
+    return float(np.sqrt(np.mean(samples ** 2)))
+
+
+def test_a_registered_kind_gets_a_command_flags_config_keys_a_plan_and_a_card(acceptance_shards, plugin_env,
+                                                                               tmp_path):
+    shard = acceptance_shards["paths"][1]
+    helped = run_audiomill("loudness", "--help", env=plugin_env, check=True).stdout
+    assert "--scale X" in helped and "each file's RMS level is written times this" in helped
+    assert "--log-every N" in helped
+    assert "loudness" in run_audiomill("--help", env=plugin_env, check=True).stdout
+
+    out = tmp_path / "out"
+    run_audiomill("loudness", shard, "--out", str(out), "--scale", "2", env=plugin_env, check=True)
+    records = {r["key"]: r["rms"] for r in read_jsonl(out / "000002.jsonl")}
+    assert records == {key: round(rms(key) * 2, 6) for key in ("b/utt3", "b/utt4", "b/utt5", "b/utt6")}
+    plan = json.loads((out / "_audiomill" / "plan.json").read_text())
+    assert plan["outputs"] == [{"group": "", "kind": "loudness", "settings": {"scale": 2.0, "log_every": 0}}]
+    assert "loudness (2.0), 1 complete shards" in (out / "README.md").read_text()
+
+    refused = run_audiomill("loudness", shard, "--out", str(out), "--scale", "3", env=plugin_env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"audiomill loudness: error: {out} was made with --scale 2.0, not 3.0: use another --out, or the same "
+        f"--scale"]
+    again = run_audiomill("loudness", shard, "--out", str(out), "--scale", "2", "--log-every", "1", env=plugin_env)
+    assert again.returncode == 0, again.stderr  # a setting that does not change the output may change
+    bad = run_audiomill("loudness", shard, "--out", str(tmp_path / "bad"), "--scale", "-1", env=plugin_env)
+    assert bad.returncode == 2 and "expected a number >= 0" in bad.stderr and not (tmp_path / "bad").exists()
+
+    config = tmp_path / "loudness.toml"
+    config.write_text(f'inputs = ["{shard}"]\nout = "{tmp_path / "configured"}"\nscale = 2\n')
+    run_audiomill("loudness", "--config", str(config), env=plugin_env, check=True)
+    assert (tmp_path / "configured" / "000002.jsonl").read_bytes() == (out / "000002.jsonl").read_bytes()
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(f'inputs = ["{shard}"]\nout = "{tmp_path / "w"}"\nloudest = 2\n')
+    assert "'loudest' is not a setting of 'audiomill loudness'" in run_audiomill(
+        "loudness", "--config", str(wrong), env=plugin_env).stderr
+
+    piped = tmp_path / "piped"
+    stages = [{"kind": "loudness", "name": "level", "scale": 2}]
+    run_audiomill("run", write_pipeline(tmp_path / "p.toml", [shard], piped, stages), env=plugin_env, check=True)
+    assert (piped / "level" / "000002.jsonl").read_bytes() == (out / "000002.jsonl").read_bytes()
+    unknown = run_audiomill("run", write_pipeline(tmp_path / "q.toml", [shard], tmp_path / "q",
+                                                  [{"kind": "loudness", "name": "level", "gain": 2}]), env=plugin_env)
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "audiomill run: error: a loudness stage has no setting gain; its settings: log-every, scale")
