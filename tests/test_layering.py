@@ -113,3 +113,28 @@ def test_the_runner_knows_protocols_not_implementations():
     concrete -= {"audiomill.sinks.journal"}  # the journal is the runner's half of every sink
     for module in ("audiomill.runner.shard", "audiomill.runner.local", "audiomill.runner.decode"):
         assert not edges[module] & concrete, (module, edges[module] & concrete)
+
+
+KIND_MODULES = {"audiomill.stages.tokenize", "audiomill.stages.vad", "audiomill.stages.transcribe",
+                "audiomill.stages.text", "audiomill.stages.tts"}
+
+
+def test_only_stages_know_the_stage_kinds():
+    """Outside ``stages/`` a kind is a name looked up in the registry: no module imports one, but ``bench``
+    (which measures each kind) until it is split per stage."""
+    edges = graph()
+    knowing = sorted(m for m, targets in edges.items() if targets & KIND_MODULES
+                     and not m.startswith("audiomill.stages.") and m != "audiomill.bench")
+    assert knowing == []
+
+
+def test_the_run_config_has_no_stage_setting():
+    import dataclasses
+
+    from audiomill.config import RunConfig
+    from audiomill.stages import KINDS, stage_class
+    from audiomill.stages.settings import settings_class
+
+    settings = {f.name for kind in KINDS for f in dataclasses.fields(settings_class(stage_class(kind)))}
+    assert len(settings) > 30
+    assert not {f.name for f in dataclasses.fields(RunConfig)} & settings
