@@ -35,6 +35,7 @@ RATE = 16000
 LONG_FORM = 30 * RATE  # Whisper's window: longer clips take the long-form path
 BACKENDS = ("whisper", "faster-whisper", "pocketsphinx")
 TASKS = ("transcribe", "translate")
+MAX_TOKENS_PER_SECOND = 12.0  # new tokens a clip may have per second of it (+ 8): a looping decoder stops
 
 
 @dataclass
@@ -99,7 +100,7 @@ class Whisper:
     gpu = True
 
     def __init__(self, path: str, device: str = "cpu", precision: str = "fp32", language: str | None = None,
-                 task: str = "transcribe", max_tokens_per_second: float = 12.0) -> None:
+                 task: str = TASKS[0], max_tokens_per_second: float = MAX_TOKENS_PER_SECOND) -> None:
         import torch
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
@@ -240,7 +241,7 @@ class FasterWhisper:
     gpu = True
 
     def __init__(self, path: str, device: str = "cpu", precision: str = "fp32", language: str | None = None,
-                 task: str = "transcribe", max_tokens_per_second: float = 12.0) -> None:
+                 task: str = TASKS[0], max_tokens_per_second: float = MAX_TOKENS_PER_SECOND) -> None:
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:
@@ -364,7 +365,7 @@ def _dictionary_words(path: str) -> set[str]:
 
 def load_backend(name: str, model_path: str | None, device: str = "cpu", precision: str = "fp32",
                  language: str | None = None, task: str = "transcribe", grammar: str | None = None,
-                 max_tokens_per_second: float = 12.0):
+                 max_tokens_per_second: float = MAX_TOKENS_PER_SECOND):
     if name == "whisper":
         if not model_path:
             raise BackendError("whisper needs its weights: --model-path DIR (a transformers Whisper checkpoint)")

@@ -23,6 +23,9 @@ class Piece:
     bucket: int
 
 
+MAX_PADDING = 0.5  # padding a batch may hold, a share of its pieces' own samples (--max-padding)
+
+
 class DurationBatcher:
     """Pieces in, batches out: each batch at most ``max_samples`` padded samples (its clip count
     times its longest clip), ``max_pieces`` clips, and ``max_padding`` padding (a share of its
@@ -36,7 +39,7 @@ class DurationBatcher:
     """
 
     def __init__(self, max_samples: int, max_pieces: int = 256, lookahead: float = 4.0,
-                 max_pending_pieces: int = 1024, max_padding: float = 0.5) -> None:
+                 max_pending_pieces: int = 1024, max_padding: float = MAX_PADDING) -> None:
         self.max_samples = max(1, max_samples)
         self.max_pieces = max_pieces
         self.lookahead = lookahead

@@ -672,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Without reachable weights the demo uses randomly initialised ones, and says so.",
     )
     de.add_argument("--out", default="demo-out", help="folder for the corpus (shards/) and the tokens (tokens/)")
-    de.add_argument("--codec", default="snac-24khz", help="codec to tokenize with; see 'audiomill codecs'")
+    de.add_argument("--codec", default=_declared("tokenize", "codec")[0], help="codec to tokenize with; see 'audiomill codecs'")
     de.add_argument("--model-path", default=None, metavar="DIR", help="local folder with the codec's weights")
     de.set_defaults(func=cmd_demo)
     return parser

@@ -77,3 +77,36 @@ def test_a_registered_kind_gets_a_command_flags_config_keys_a_plan_and_a_card(ac
                                                   [{"kind": "loudness", "name": "level", "gain": 2}]), env=plugin_env)
     assert unknown.stderr.strip().splitlines()[-1] == (
         "audiomill run: error: a loudness stage has no setting gain; its settings: log-every, scale")
+
+
+def test_every_declared_default_is_written_once():
+    """A setting's default literal stands once in the package: in its declaration (or in what the declaration
+    names), never again as another dataclass field or a flag's ``default=``."""
+    import dataclasses
+    import re
+
+    import audiomill
+    from audiomill.stages import KINDS, stage_class
+    from audiomill.stages.settings import default_of, settings_class
+
+    root = os.path.dirname(audiomill.__file__)
+    texts = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                    texts[os.path.relpath(os.path.join(folder, name), root)] = handle.read()
+    found = {}
+    for kind in KINDS:
+        for spec in dataclasses.fields(settings_class(stage_class(kind))):
+            value = default_of(spec)
+            if isinstance(value, bool) or value in (None, "", 0, {}, []):
+                continue  # "nothing" is no number to keep in step
+            literal = re.escape(json.dumps(value) if isinstance(value, str) else repr(value))
+            field = re.compile(rf"^\s+{spec.name}\s*:[^=\n]*=\s*(setting\()?\s*{literal}(?![\w.])", re.M)
+            flag = re.compile(rf"--{spec.name.replace('_', '-')}\"[^)]*default\s*=\s*{literal}(?![\w.])")
+            places = [(path, text[:m.start()].count("\n") + 1) for path, text in texts.items()
+                      for pattern in (field, flag) for m in pattern.finditer(text)]
+            found[(kind, spec.name)] = places
+    assert len(found) > 10
+    assert {key: places for key, places in found.items() if len(places) > 1} == {}

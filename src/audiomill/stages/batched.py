@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from audiomill.batching import DurationBatcher, Piece
+from audiomill.batching import MAX_PADDING, DurationBatcher, Piece
 from audiomill.chunking import Window, plan_windows
 from audiomill.errors import UsageError
 from audiomill.features import Features, collate
@@ -189,7 +189,7 @@ class BatchedModelStage:
 
     def __init__(self, sample_rate: int, alignment: int, window_seconds: float, overlap_seconds: float,
                  batch_seconds: float, device: str = "cpu", precision: str = "fp32", compile: bool = False,
-                 pipeline: bool | None = None, max_padding: float = 0.5) -> None:
+                 pipeline: bool | None = None, max_padding: float = MAX_PADDING) -> None:
         """``pipeline``: run the model in a thread of its own, one batch ahead (default: on a GPU only;
         on CPU the thread would only take cores from the model)."""
         import torch

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from audiomill import layouts
+from audiomill.batching import MAX_PADDING
 from audiomill.chunking import Window, stitch
 from audiomill.codecs import Codec
 from audiomill.errors import UsageError
@@ -54,7 +55,7 @@ class TokenizeSettings:
              "GPU; 10 on CPU). Longer windows are encoded in overlapping windows of this length",
         minimum=0.0, metavar="S", output=False)
     max_padding: float = setting(
-        0.5, "padding a batch may hold, as a share of its clips' own audio, for codecs that batch clips of "
+        MAX_PADDING, "padding a batch may hold, as a share of its clips' own audio, for codecs that batch clips of "
              "different lengths ('masked' in 'audiomill codecs'): more gives fuller batches, less wastes less; "
              "codes are the same either way", minimum=0.0, metavar="SHARE", output=False)
     batching: str = setting(
@@ -63,7 +64,7 @@ class TokenizeSettings:
                  "one length; padded: clips of any length batch for every codec, so for the others codes near a "
                  "clip's end may differ (measure the share with 'audiomill bench --batching padded')",
         choices=("exact", "padded"))
-    precision: str = setting("fp32", "encoder arithmetic; anything but fp32 may change some codes: measure it "
+    precision: str = setting(PRECISIONS[0], "encoder arithmetic; anything but fp32 may change some codes: measure it "
                                      "with 'audiomill bench --agreement' first", choices=PRECISIONS)
     compile: bool = setting(False, "torch.compile the encoder (slow start, then faster; check codes with bench "
                                    "--agreement)")
@@ -195,8 +196,8 @@ class TokenizeStage(BatchedModelStage):
         return stage
 
     def __init__(self, codec: Codec, window_seconds: float, overlap_seconds: float, batch_seconds: float,
-                 precision: str = "fp32", compile: bool = False, pipeline: bool | None = None,
-                 max_padding: float = 0.5, batching: str = "exact", layout: str | None = None) -> None:
+                 precision: str = PRECISIONS[0], compile: bool = False, pipeline: bool | None = None,
+                 max_padding: float = MAX_PADDING, batching: str = "exact", layout: str | None = None) -> None:
         self.codec = codec
         self.layout = layout
         # clips of any length batch together, zero-padded: always where the codec masks the padding

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from audiomill import asr
-from audiomill.batching import Piece
+from audiomill.batching import MAX_PADDING, Piece
 from audiomill.chunking import Window
 from audiomill.errors import UsageError
 from audiomill.items import Item
@@ -71,19 +71,19 @@ class TranscribeSettings:
               "wheel's English one", metavar="DIR")
     language: str | None = setting(None, "whisper: the language of every clip (default: detected per clip)",
                                    metavar="CODE")
-    task: str = setting("transcribe", "whisper: transcribe, or translate into English", choices=asr.TASKS)
+    task: str = setting(asr.TASKS[0], "whisper: transcribe, or translate into English", choices=asr.TASKS)
     grammar: str | None = setting(None, "pocketsphinx: a JSGF grammar of what may be said (exact text for "
                                         "constrained corpora)", metavar="FILE.jsgf")
     max_tokens_per_second: float = setting(
-        12.0, "whisper: a clip's text ends after N tokens per second of it (+ 8), so that a looping decoder stops",
+        asr.MAX_TOKENS_PER_SECOND, "whisper: a clip's text ends after N tokens per second of it (+ 8), so that a looping decoder stops",
         positive=True, metavar="N")
     batch_seconds: float = setting(
         0.0, "audio per model call, each whisper clip counted as 30 s (0: whisper 240 s on CPU, 960 s on a GPU; "
              "the others 10 s); halved on out of memory", minimum=0.0, metavar="S", output=False)
     max_padding: float = setting(
-        0.5, "padding a batch may hold, a share of its clips' own samples (not whisper's: it pads every clip to "
+        MAX_PADDING, "padding a batch may hold, a share of its clips' own samples (not whisper's: it pads every clip to "
              "30 s)", minimum=0.0, metavar="SHARE", output=False)
-    precision: str = setting("fp32", "whisper on a GPU: the model's precision", choices=PRECISIONS)
+    precision: str = setting(PRECISIONS[0], "whisper on a GPU: the model's precision", choices=PRECISIONS)
     overwrite_text: bool = setting(False, "transcribe input rows that already have a text too (default: pass "
                                           "them through)")
     drop_flagged: bool = setting(False, "empty the text of a record with a hallucination flag, its reason in "

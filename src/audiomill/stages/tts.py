@@ -56,7 +56,7 @@ class TtsSettings:
                                minimum=0.0, metavar="SHARE")
     batch_seconds: float = setting(0.0, "audio per model call (0: 10 s on CPU, 600 s on a GPU); halved on out of "
                                         "memory", minimum=0.0, metavar="S", output=False)
-    precision: str = setting("fp32", "the models' precision on a GPU", choices=PRECISIONS)
+    precision: str = setting(PRECISIONS[0], "the models' precision on a GPU", choices=PRECISIONS)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TtsSettings":
