@@ -3,7 +3,8 @@
 A stage's records first go, append-only, to the shard's journal (:mod:`.journal`), which
 survives a kill at any moment; finishing the shard writes the final file in the chosen
 format, in the shard's order, to a temporary name renamed into place. Formats register
-themselves by name (``jsonl``, ``jsonl.gz``, ``parquet``, ``wds``, ``npy``), and that name is written into
+themselves by name (``jsonl``, ``jsonl.gz``, ``parquet``, ``wds``, ``npy``, and those of installed packages under
+the entry points ``audiomill.formats``), and that name is written into
 the plan, so every reader (status, resynth, retries) finds the files through here.
 A sink knows records, keys and declared field types, never codecs or sources.
 """
@@ -50,8 +51,21 @@ _FORMATS = {"jsonl": "audiomill.sinks.jsonl", "jsonl.gz": "audiomill.sinks.jsonl
 _ROTATED = "audiomill.sinks.rotated"  # --lines-per-file: any of them in parts
 
 
+ENTRY_POINTS = "audiomill.formats"  # installed packages register formats here: name = "module" (its FORMATS[name])
+
+
+def _registry() -> dict[str, str]:
+    """audiomill's formats, then those of installed packages (entry points of ``audiomill.formats``)."""
+    from importlib.metadata import entry_points
+
+    found = dict(_FORMATS)
+    for point in entry_points(group=ENTRY_POINTS):
+        found.setdefault(point.name, point.value)
+    return found
+
+
 def format_names() -> tuple[str, ...]:
-    return tuple(_FORMATS)
+    return tuple(_registry())
 
 
 def get_format(name: str) -> Format:
@@ -62,9 +76,10 @@ def get_format(name: str) -> Format:
         if not lines.isdigit() or int(lines) < 1:
             raise UsageError(f"--lines-per-file {lines}: expected a number of records >= 1")
         return importlib.import_module(_ROTATED).RotatedFormat(get_format(base), int(lines))
-    if name not in _FORMATS:
-        raise UsageError(f"unknown format {name!r}; known: {', '.join(_FORMATS)}")
-    module = importlib.import_module(_FORMATS[name])
+    known = _FORMATS if name in _FORMATS else _registry()
+    if name not in known:
+        raise UsageError(f"unknown format {name!r}; known: {', '.join(known)}")
+    module = importlib.import_module(known[name])
     fmt = module.FORMATS[name]
     if fmt.needs:
         try:
