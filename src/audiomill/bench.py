@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from audiomill.corpus import encode_audio, speech, write_tar
+from audiomill.errors import UsageError
 from audiomill.stages.settings import default
 from audiomill.stages.tokenize import TokenizeSettings
 from audiomill.stages.transcribe import TranscribeSettings
@@ -66,6 +67,7 @@ class BenchConfig:
     backend: str | None = None  # --stage vad (silero) or transcribe (whisper)
     grammar: str | None = None  # --stage transcribe, pocketsphinx
     max_tokens_per_second: float = default(TranscribeSettings, "max_tokens_per_second")  # --stage transcribe
+    set: list[str] = field(default_factory=list)  # --set KEY=VALUE: a stage of one's own's settings
     repeat: int = 3  # rounds of (end to end, decode ceiling, model or VAD ceiling); medians reported
 
 
@@ -131,6 +133,9 @@ class Bench:
         self.cfg = cfg
         self.work = cfg.work_dir or tempfile.mkdtemp(prefix="audiomill-bench-")
         self.owns_work = cfg.work_dir is None
+        # the decode ceiling's files and windows (kept beside the samples, for a stage of one's own)
+        self.items: dict[int, Any] = {}
+        self.marks: dict[int, list[tuple[Any, int]]] = {}
 
     def run(self) -> dict[str, Any]:
         try:
@@ -307,6 +312,58 @@ class Bench:
         stage.close()
         return result
 
+    def _run_kind(self) -> dict[str, Any]:
+        """``--stage KIND``, any other registered kind or ``module:Class``, its settings from ``--set
+        KEY=VALUE``: the stage alone on pre-decoded windows (one thread), the decoders alone, and the runner
+        end to end; the stage and the decoders share the cores, so the ceiling is 1/(1/stage + 1/decode)."""
+        from audiomill.runner.local import default_decode_workers
+        from audiomill.stages import stage_class
+        from audiomill.stages.specs import table_settings
+
+        cfg = self.cfg
+        cls = stage_class(cfg.stage)
+        settings = cls.check(table_settings(cfg.stage, dict(_setting_pair(pair) for pair in cfg.set)))
+        stage = cls.build(settings, "cpu")
+        shards = self._shards()
+        workers = cfg.decode_workers or default_decode_workers("cpu", 1)
+        rounds = []
+        try:
+            for _ in range(max(1, cfg.repeat)):
+                end_to_end, audio_seconds, rss, decoder_rss = self._end_to_end(stage, shards, workers)
+                decode, windows = self._decode_ceiling(stage, shards, workers)
+                alone = self._stage_ceiling(cls.build(settings, "cpu"), windows)
+                ceiling = 1 / (1 / alone + 1 / decode)
+                files = len(windows)
+                del windows
+                rounds.append({"stage_ceiling": round(alone, 2), "decode_ceiling": round(decode, 2),
+                               "ceiling": round(ceiling, 2), "end_to_end": round(end_to_end, 2),
+                               "end_to_end_over_ceiling": round(end_to_end / ceiling, 3)})
+        finally:
+            stage.close()
+        middle = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+        return {"stage": cfg.stage, "settings": settings, "device": _device_name("cpu"),
+                "cpu_cores": os.cpu_count(), "decode_workers": workers, "corpus_files": files,
+                "corpus_audio_seconds": round(audio_seconds, 1), **middle, "rounds": rounds,
+                "peak_rss_mb": round(rss, 1), "decoder_peak_rss_mb": round(decoder_rss, 1),
+                "date": time.strftime("%Y-%m-%d")}
+
+    def _stage_ceiling(self, stage, windows: dict[int, list[np.ndarray]]) -> float:
+        """Audio seconds per second of the stage alone over the decoded windows, as a worker feeds them."""
+        samples = sum(len(w) for pieces in windows.values() for w in pieces)
+        started = time.perf_counter()
+        try:
+            for ticket, pieces in windows.items():
+                state = stage.begin(ticket, self.items[ticket])
+                for number, (samples_, (window, num_samples)) in enumerate(zip(pieces, self.marks[ticket])):
+                    stage.add_window(state, number, window, samples_, number == len(pieces) - 1, num_samples)
+                stage.flush()
+            while stage.waiting:
+                stage.flush(end=True)
+            elapsed = time.perf_counter() - started
+        finally:
+            stage.close()
+        return samples / stage.sample_rate / elapsed
+
     def _decoded_one_by_one(self, shards, rate: int):
         from audiomill.audio import decode
         from audiomill.errors import DecodeError
@@ -328,6 +385,8 @@ class Bench:
             return self._run_transcribe()
         if self.cfg.stage == "prepare-tts":
             return self._run_tts()
+        if self.cfg.stage != "tokenize":
+            return self._run_kind()
         import torch
 
         from audiomill.codecs import codec_info, load_codec, resolve_weights
@@ -476,6 +535,7 @@ class Bench:
                     for item in read_shard(shard):
                         if item.error is None:
                             windows[ticket] = []
+                            self.items[ticket], self.marks[ticket] = item, []
                             pool.submit(Task(ticket, task_source(item), item.offset, item.duration))
                             ticket += 1
             finally:
@@ -498,6 +558,7 @@ class Bench:
                     continue
                 _, number, _, window, samples, last, num_samples = message
                 windows[number].append(samples)
+                self.marks[number].append((window, num_samples if last else 0))
                 if last:
                     total += num_samples
             elapsed = time.perf_counter() - started
@@ -729,10 +790,40 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _setting_pair(text: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE``: the value as TOML reads it (2, true, "x"), else as the string."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
+
+
+def format_kind_report(result: dict[str, Any]) -> str:
+    ratios = [f"{r['end_to_end_over_ceiling']:.2f}" for r in result.get("rounds", ())]
+    rounds = f"   (median of {len(ratios)} rounds: {', '.join(ratios)})" if len(ratios) > 1 else ""
+    return "\n".join([
+        f"audiomill bench --stage {result['stage']} on {result['device']}, {result['corpus_files']} files, "
+        f"{result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
+        f"  decode workers {result['decode_workers']}, one stage worker", "",
+        f"  {'':<16}{'audio s / wall s':>18}",
+        f"  {'stage ceiling':<16}{result['stage_ceiling']:>18.1f}",
+        f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
+        f"  {'ceiling':<16}{result['ceiling']:>18.1f}",
+        f"  {'end to end':<16}{result['end_to_end']:>18.1f}", "",
+        f"  end to end / ceiling  {result['end_to_end_over_ceiling']:.2f}" + rounds,
+        _memory_line(result)])
+
+
 def run_bench(cfg: BenchConfig) -> int:
     result = Bench(cfg).run()
     report = {"vad": format_vad_report, "transcribe": format_transcribe_report,
-              "prepare-tts": format_transcribe_report}.get(result.get("stage"), format_report)
+              "prepare-tts": format_transcribe_report, "tokenize": format_report}.get(result.get("stage") or "tokenize",
+                                                                                     format_kind_report)
     print(json.dumps(result) if cfg.json else report(result))
     return 0
 

@@ -544,13 +544,16 @@ def build_parser() -> argparse.ArgumentParser:
             "WAV 16 kHz) from 1 s to --longest-seconds are made first."
         ),
     )
-    be.add_argument("--stage", choices=("tokenize", "vad", "transcribe", "prepare-tts"), default="tokenize",
+    be.add_argument("--stage", default="tokenize", metavar="STAGE",
                     help="tokenize: a codec (the flags below); vad: the VAD ceiling (the backend on pre-decoded "
                          "audio, one thread), the decode ceiling and 'audiomill vad' end to end; transcribe: the "
                          "model ceiling (batches of pre-decoded whole files), the decode ceiling, 'audiomill "
                          "transcribe' end to end and the naive loop; prepare-tts: the indextts stage (codes, "
                          "conditioning, emotion; --model-path an IndexTTS2 release, else real sizes with random "
-                         "weights, --tiny the test sizes)")
+                         "weights, --tiny the test sizes); any other registered kind, or module:Class: the stage "
+                         "alone on pre-decoded audio, the decode ceiling and end to end, its settings from --set")
+    be.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="--stage KIND of your own: one of its settings (repeatable)")
     be.add_argument("--backend", default=None, choices=(*_declared("vad", "backend")[1],
                                                          *_declared("transcribe", "backend")[1]),
                     help="--stage vad: silero (default) or ten-vad; --stage transcribe: whisper (default; "

@@ -79,6 +79,22 @@ def test_a_registered_kind_gets_a_command_flags_config_keys_a_plan_and_a_card(ac
         "audiomill run: error: a loudness stage has no setting gain; its settings: log-every, scale")
 
 
+def test_bench_runs_a_registered_kind_with_its_settings(plugin_env, tmp_path):
+    result = run_audiomill("bench", "--stage", "loudness", "--set", "scale=2", "--corpus-seconds", "20",
+                           "--longest-seconds", "8", "--repeat", "1", "--json", env=plugin_env, check=True)
+    figures = json.loads(result.stdout)
+    assert figures["stage"] == "loudness" and figures["settings"] == {"scale": 2.0, "log_every": 0}
+    assert figures["corpus_audio_seconds"] >= 20
+    for name in ("stage_ceiling", "decode_ceiling", "ceiling", "end_to_end"):
+        assert figures[name] > 0
+    both = 1 / (1 / figures["stage_ceiling"] + 1 / figures["decode_ceiling"])  # (each figure rounded to 0.01)
+    assert abs(figures["ceiling"] - both) <= 0.02 * max(1.0, both)
+    text = run_audiomill("bench", "--stage", "tests.stages.plugin:Loudness", "--corpus-seconds", "10",
+                         "--longest-seconds", "4", "--repeat", "1", env=plugin_env, check=True).stdout
+    assert "stage ceiling" in text and "end to end / ceiling" in text
+    wrong = run_audiomill("bench", "--stage", "loudness", "--set", "gain=2", env=plugin_env)
+    assert wrong.returncode == 1 and "a loudness stage has no setting gain" in wrong.stderr
+
 def test_every_declared_default_is_written_once():
     """A setting's default literal stands once in the package: in its declaration (or in what the declaration
     names), never again as another dataclass field or a flag's ``default=``."""
