@@ -735,19 +735,23 @@ def format_transcribe_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_vad_report(result: dict[str, Any]) -> str:
+def _rounds_report(result: dict[str, Any], title: str, worker: str, rows: list[tuple[str, str]],
+                   ratio: str) -> str:
+    """A CPU stage's table: figures in audio s / wall s, the ratio of end to end with its rounds."""
     ratios = [f"{r['end_to_end_over_ceiling']:.2f}" for r in result.get("rounds", ())]
     rounds = f"   (median of {len(ratios)} rounds: {', '.join(ratios)})" if len(ratios) > 1 else ""
     return "\n".join([
-        f"audiomill bench --stage vad: {result['backend']} on {result['device']}, {result['corpus_files']} files, "
+        f"audiomill bench --stage {title} on {result['device']}, {result['corpus_files']} files, "
         f"{result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
-        f"  decode workers {result['decode_workers']}, one VAD worker", "",
-        f"  {'':<16}{'audio s / wall s':>18}",
-        f"  {'VAD ceiling':<16}{result['vad_ceiling']:>18.1f}",
-        f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
-        f"  {'end to end':<16}{result['end_to_end']:>18.1f}", "",
-        f"  end to end / min(VAD, decode)  {result['end_to_end_over_ceiling']:.2f}" + rounds,
-        _memory_line(result)])
+        f"  decode workers {result['decode_workers']}, {worker}", "", f"  {'':<16}{'audio s / wall s':>18}",
+        *[f"  {label:<16}{result[name]:>18.1f}" for label, name in rows], "",
+        f"  {ratio}  {result['end_to_end_over_ceiling']:.2f}" + rounds, _memory_line(result)])
+
+
+def format_vad_report(result: dict[str, Any]) -> str:
+    return _rounds_report(result, f"vad: {result['backend']}", "one VAD worker",
+                          [("VAD ceiling", "vad_ceiling"), ("decode ceiling", "decode_ceiling"),
+                           ("end to end", "end_to_end")], "end to end / min(VAD, decode)")
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -804,19 +808,9 @@ def _setting_pair(text: str) -> tuple[str, Any]:
 
 
 def format_kind_report(result: dict[str, Any]) -> str:
-    ratios = [f"{r['end_to_end_over_ceiling']:.2f}" for r in result.get("rounds", ())]
-    rounds = f"   (median of {len(ratios)} rounds: {', '.join(ratios)})" if len(ratios) > 1 else ""
-    return "\n".join([
-        f"audiomill bench --stage {result['stage']} on {result['device']}, {result['corpus_files']} files, "
-        f"{result['corpus_audio_seconds']:.0f} s of audio, {result['date']}",
-        f"  decode workers {result['decode_workers']}, one stage worker", "",
-        f"  {'':<16}{'audio s / wall s':>18}",
-        f"  {'stage ceiling':<16}{result['stage_ceiling']:>18.1f}",
-        f"  {'decode ceiling':<16}{result['decode_ceiling']:>18.1f}",
-        f"  {'ceiling':<16}{result['ceiling']:>18.1f}",
-        f"  {'end to end':<16}{result['end_to_end']:>18.1f}", "",
-        f"  end to end / ceiling  {result['end_to_end_over_ceiling']:.2f}" + rounds,
-        _memory_line(result)])
+    return _rounds_report(result, result["stage"], "one stage worker",
+                          [("stage ceiling", "stage_ceiling"), ("decode ceiling", "decode_ceiling"),
+                           ("ceiling", "ceiling"), ("end to end", "end_to_end")], "end to end / ceiling")
 
 
 def run_bench(cfg: BenchConfig) -> int:
