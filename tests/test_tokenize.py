@@ -210,9 +210,11 @@ def test_config_file_sets_the_flags_and_the_command_line_wins(acceptance_shards,
     result = run_audiomill("tokenize", "--config", str(tmp_path / "run.toml"), "--batch-seconds", "12")
     assert result.returncode == 3, result.stderr
     assert outputs(out) == outputs(reference_run)
-    config = json.loads((out / "_audiomill" / "plan.json").read_text())["config"]
-    assert (config["chunk_seconds"], config["overlap_seconds"], config["batch_seconds"]) == (10.0, 2.0, 12.0)
+    plan = json.loads((out / "_audiomill" / "plan.json").read_text())
+    settings, config = plan["outputs"][0]["settings"], plan["config"]  # the stage's, and the run's
+    assert (settings["chunk_seconds"], settings["overlap_seconds"], settings["batch_seconds"]) == (10.0, 2.0, 12.0)
     assert config["inputs"] == acceptance_shards["paths"] and config["progress"] == "none"
+    assert "chunk_seconds" not in config
 
 
 @pytest.mark.parametrize("inject", [None, "samples>200000"])
