@@ -523,6 +523,7 @@ class Bench:
         started = time.perf_counter()
         pool = DecodePool(workers, [plan])
         windows: dict[int, list[np.ndarray]] = {}
+        items, marks = (self.items, self.marks) if self is not None else ({}, {})  # (called bare by a test)
         total = 0
         fed: list[int] = []  # the number of files handed out, once all are
 
@@ -535,7 +536,7 @@ class Bench:
                     for item in read_shard(shard):
                         if item.error is None:
                             windows[ticket] = []
-                            self.items[ticket], self.marks[ticket] = item, []
+                            items[ticket], marks[ticket] = item, []
                             pool.submit(Task(ticket, task_source(item), item.offset, item.duration))
                             ticket += 1
             finally:
@@ -558,7 +559,7 @@ class Bench:
                     continue
                 _, number, _, window, samples, last, num_samples = message
                 windows[number].append(samples)
-                self.marks[number].append((window, num_samples if last else 0))
+                marks[number].append((window, num_samples if last else 0))
                 if last:
                     total += num_samples
             elapsed = time.perf_counter() - started
