@@ -102,9 +102,9 @@ def _extension_list(text: str) -> list[str]:
 def _declared(kind: str, name: str) -> tuple:
     """A kind's setting: its declared default and choices, for a command that offers it beside others."""
     from audiomill.stages import stage_class
-    from audiomill.stages.settings import choices_of, declared, default_of, settings_class
+    from audiomill.stages.settings import choices_of, default_of, field_of, settings_class
 
-    spec, info = next((spec, info) for spec, info in declared(settings_class(stage_class(kind))) if spec.name == name)
+    spec, info = field_of(settings_class(stage_class(kind)), name)
     return default_of(spec), choices_of(info)
 
 
@@ -294,7 +294,7 @@ def _setting_type(spec, info):
         try:
             return value_of(spec, info, text, "")
         except UsageError as exc:
-            raise argparse.ArgumentTypeError(str(exc).lstrip(": ")) from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     parse.__name__ = spec.name  # argparse names it in its message
     return parse
@@ -390,7 +390,7 @@ def _add_plugin_commands(commands) -> None:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    """A run of one stage of a registered kind."""
+    """A run of one stage of ``args.kind`` (tokenize, vad, transcribe, or a kind a package registers)."""
     from audiomill.run import run
 
     return run(_config_from_args(args, args.kind), _slurm_from_args(args))
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tokenize_flags(tok, inputs="+")
     _add_executors(tok)
-    tok.set_defaults(func=cmd_tokenize)
+    tok.set_defaults(func=cmd_stage, kind="tokenize")
 
     vad = commands.add_parser(
         "vad", formatter_class=_Formatter, help="speech segments and statistics of every file, and a manifest",
@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_flags(vad, "vad", "voice activity")
     _add_config(vad)
     _add_executors(vad)
-    vad.set_defaults(func=cmd_vad)
+    vad.set_defaults(func=cmd_stage, kind="vad")
 
     asr = commands.add_parser(
         "transcribe", formatter_class=_Formatter, help="transcripts of every file (or segment), and a manifest",
@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_flags(asr, "transcribe", "speech recognition")
     _add_config(asr)
     _add_executors(asr)
-    asr.set_defaults(func=cmd_transcribe)
+    asr.set_defaults(func=cmd_stage, kind="transcribe")
 
     _add_plugin_commands(commands)
 
@@ -726,19 +726,6 @@ def _slurm_from_args(args: argparse.Namespace):
     return SlurmOptions(**{k: v for k, v in vars(args).items() if k in fields})
 
 
-def cmd_tokenize(args: argparse.Namespace) -> int:
-    from audiomill.run import run
-
-    return run(_config_from_args(args, "tokenize"), _slurm_from_args(args))
-
-
-def cmd_vad(args: argparse.Namespace) -> int:
-    from audiomill.run import run
-
-    cfg = _config_from_args(args, "vad")
-    return run(cfg, _slurm_from_args(args))
-
-
 def cmd_prepare_tts(args: argparse.Namespace) -> int:
     from audiomill.run import run
 
@@ -769,13 +756,6 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {args.vocab_size} pieces ({args.model_type}) from {trained['lines']} lines"
           + "".join(f", {note}" for note in notes))
     return 0
-
-
-def cmd_transcribe(args: argparse.Namespace) -> int:
-    from audiomill.run import run
-
-    cfg = _config_from_args(args, "transcribe")
-    return run(cfg, _slurm_from_args(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -188,9 +188,8 @@ def _same_stage(out: str, old: dict[str, Any], new: dict[str, Any]) -> None:
     if old["kind"] != new["kind"]:
         raise UsageError(f"{where}{out} was made by a {old['kind']} stage, not {new['kind']}: use another --out")
     cls = stage_class(new["kind"])
-    runtime = set(getattr(cls, "runtime_settings", ())) | {"weights"}
-    strip = lambda settings: {k: v for k, v in settings.items() if k not in runtime}  # noqa: E731
-    difference = changed(settings_class(cls), strip(old["settings"]), strip(new["settings"]))
+    difference = changed(settings_class(cls), old["settings"], new["settings"],
+                         ignore=set(getattr(cls, "runtime_settings", ())) | {"weights"})
     if difference is not None:
         flag, before, now = difference
         raise UsageError(f"{where}{out} was made with {flag} {shown(before)}, not {shown(now)}: use another --out, "

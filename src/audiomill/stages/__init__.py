@@ -74,8 +74,9 @@ class FileOutput:
 class Stage(Protocol):
     """A stage instance; its class (the stage *kind*) also has ``check(settings) -> settings`` (run when
     the plan is made: everything a worker will need, checked on this machine), ``build(settings, device)``
-    ``needs``, the packages it imports (checked before ``check``), and ``runtime_settings``, those a
-    later launch on the same output may change (tokenize: the batch size)."""
+    ``needs``, the packages it imports (checked before ``check``), and ``Settings``, its declared settings (see
+    :mod:`audiomill.stages.settings`: those with ``output=False``, such as tokenize's batch size, a later
+    launch on the same output may change; a kind without a declaration names them in ``runtime_settings``)."""
 
     name: str  # for logs and errors
     sample_rate: int

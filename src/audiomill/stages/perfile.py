@@ -28,7 +28,8 @@ class PerFileStage:
     alignment = 1
     fields: dict[str, str] = {}
     needs: tuple[str, ...] = ()  # packages it imports: a missing one refuses the run before it starts
-    runtime_settings: tuple[str, ...] = ()  # settings a later launch may change (they do not change records)
+    # without a declared Settings: the settings a later launch may change (they do not change records)
+    runtime_settings: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.guard = FailureGuard(self.name)

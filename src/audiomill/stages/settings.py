@@ -3,8 +3,8 @@
 A kind's ``Settings`` is a dataclass whose fields are made with :func:`setting`: each carries its
 default, its help, its flag, and whether it changes what is written (``output``). From that one
 declaration come the command's flags (``audiomill/cli``), the ``[[stage]]`` keys and TOML ``--config``
-defaults (:func:`from_table`), the refusal of a changed stage (:func:`flag_of`, :func:`shown`), the
-settings a later launch may change (:func:`runtime`) and the card's words (``describe`` on the kind)::
+defaults (:func:`from_table`), the refusal of a changed stage, where a setting with ``output=False`` may
+change between launches (:func:`changed`, :func:`shown`), and the card's words (``describe`` on the kind)::
 
     @dataclass
     class Settings:
@@ -73,29 +73,33 @@ def default_of(spec: dataclasses.Field) -> Any:
     return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc]
 
 
+def field_of(cls: type, name: str) -> tuple[dataclasses.Field, Setting]:
+    """Setting ``name`` of ``cls``: its field and what it declares."""
+    return next((spec, info) for spec, info in declared(cls) if spec.name == name)
+
+
 def default(cls: type, name: str) -> Any:
     """The declared default of setting ``name`` of ``cls`` (for a command that offers it beside others)."""
-    return next(default_of(spec) for spec, _ in declared(cls) if spec.name == name)
+    return default_of(field_of(cls, name)[0])
 
 
 def choices_of(info: Setting) -> tuple[str, ...]:
     return tuple(info.choices() if callable(info.choices) else info.choices)
 
 
-def runtime(cls: type) -> tuple[str, ...]:
-    """The settings a later launch on the same output may change: they do not change what is written."""
-    return tuple(spec.name for spec, info in declared(cls) if not info.output)
-
-
 def value_of(spec: dataclasses.Field, info: Setting, value: Any, where: str) -> Any:
-    """One value from a flag or a table as the setting's type; wrong ones are one line naming ``where``."""
+    """One value from a flag or a table as the setting's type; wrong ones are one line naming ``where`` (for a
+    flag, "": argparse names it)."""
+    def wrong(why: str) -> UsageError:
+        return UsageError(f"{where}: {why}" if where else why)
+
     if info.parse is not None:
         return info.parse(value)
     default = default_of(spec)
     kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
     if isinstance(default, bool) or kind == "bool":
         if not isinstance(value, bool):
-            raise UsageError(f"{where}: expected true or false, not {value!r}")
+            raise wrong(f"expected true or false, not {value!r}")
         return value
     if value is None:
         return None
@@ -106,20 +110,21 @@ def value_of(spec: dataclasses.Field, info: Setting, value: Any, where: str) -> 
                 raise ValueError
             parsed: float | int = (int if kind.startswith("int") else float)(value)
         except (TypeError, ValueError):
-            raise UsageError(f"{where}: expected a number, not {value!r}") from None
+            raise wrong(f"expected a number, not {value!r}") from None
         if info.positive and parsed <= 0:
-            raise UsageError(f"{where}: expected a number > 0, not {value!r}")
+            raise wrong(f"expected a number > 0, not {value!r}")
         if info.minimum is not None and parsed < info.minimum:
-            raise UsageError(f"{where}: expected a number >= {info.minimum:g}, not {value!r}")
+            raise wrong(f"expected a number >= {info.minimum:g}, not {value!r}")
         if kind.startswith("int") and isinstance(value, float) and value != int(value):
-            raise UsageError(f"{where}: expected a whole number, not {value!r}")
+            raise wrong(f"expected a whole number, not {value!r}")
         return parsed
     if isinstance(value, (dict, list, bool)):
-        raise UsageError(f"{where}: expected a string, not {value!r}")
+        raise wrong(f"expected a string, not {value!r}")
     value = str(value)
     choices = choices_of(info)
     if choices and value not in choices:
-        raise UsageError(f"{where + ' ' + value + ': ' if where else ''}expected one of {', '.join(choices)}")
+        raise UsageError(f"{where} {value}: expected one of {', '.join(choices)}" if where
+                         else f"expected one of {', '.join(choices)}")
     return value
 
 
@@ -158,14 +163,15 @@ def shown(value: Any) -> str:
     return str(value)
 
 
-def changed(cls: type | None, old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    """The first setting that writes other output (its flag, the old and the new value), if one does."""
-    if cls is None:  # a kind of one's own without declared settings: every setting counts
-        flags = {}
-        skip: set[str] = set()
-    else:
+def changed(cls: type | None, old: dict[str, Any], new: dict[str, Any], ignore: set[str] = frozenset()
+            ) -> tuple[str, Any, Any] | None:
+    """The first setting that writes other output (its flag, the old and the new value), if one does: of a
+    declared ``cls``, those with ``output``; of a kind without a declaration, every one but ``ignore``."""
+    flags: dict[str, str] = {}
+    skip = set(ignore)
+    if cls is not None:
         flags = {spec.name: flag_of(spec, info) for spec, info in declared(cls)}
-        skip = {spec.name for spec, info in declared(cls) if not info.output or info.hidden}
+        skip |= {spec.name for spec, info in declared(cls) if not info.output or info.hidden}
     for key in sorted(set(old) | set(new)):
         if key in skip:
             continue

@@ -27,7 +27,7 @@ from audiomill.items import Item
 from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS, batch_budget
-from audiomill.stages.settings import from_table, runtime, setting
+from audiomill.stages.settings import from_table, setting
 
 RESERVED = ("key", "tar_file", "audio_file", "num_samples", "sample_rate", "codec", "tokens", "token_shape", "error",
             *layouts.FIELD_NAMES)
@@ -139,7 +139,6 @@ class TokenizeStage(BatchedModelStage):
     """A codec behind the batched-model machinery; one record of codes per file."""
 
     Settings = TokenizeSettings
-    runtime_settings = runtime(TokenizeSettings)  # a later launch may change these
     command_defaults = True  # its settings at the top of a pipeline file are every tokenize stage's defaults
 
     @classmethod

@@ -42,7 +42,7 @@ from audiomill.items import Item
 from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
-from audiomill.stages.settings import from_table, runtime, setting
+from audiomill.stages.settings import from_table, setting
 from audiomill.stages.vad import WINDOW, VadSettings, VadStage, audio_filepath, complete_records, write_atomic
 
 RATE = asr.RATE
@@ -116,7 +116,6 @@ class TranscribeStage(BatchedModelStage):
     """An ASR backend behind the batched-model machinery; a record per file or per speech segment."""
 
     Settings = TranscribeSettings
-    runtime_settings = runtime(TranscribeSettings)
     cuttable = False
     summary_files = (MANIFEST,)
 

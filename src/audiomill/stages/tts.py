@@ -38,7 +38,7 @@ from audiomill.errors import UsageError
 from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
-from audiomill.stages.settings import from_table, runtime, setting
+from audiomill.stages.settings import from_table, setting
 from audiomill.stages.vad import complete_records, write_atomic
 
 FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string", "duration": "float64",
@@ -102,7 +102,6 @@ class TtsStage(BatchedModelStage):
     fields = FIELDS
     cuttable = False
     Settings = TtsSettings
-    runtime_settings = runtime(TtsSettings)
 
     @classmethod
     def check(cls, settings: dict[str, Any]) -> dict[str, Any]:

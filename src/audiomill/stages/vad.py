@@ -205,7 +205,6 @@ class VadStage(PerFileStage):
     overlap = 0
     fields = FIELDS
     needs: tuple[str, ...] = ()
-    runtime_settings: tuple[str, ...] = ()
     Settings = VadSettings
     label = "voice activity"  # the dataset card's words for its records
     cpu_only = True  # no GPU part: its workers are CPU workers
