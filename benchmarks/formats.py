@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from audiomill.bench import make_corpus
+from audiomill.bench.harness import make_corpus
 from audiomill.codecs import codec_info, load_codec
 from audiomill.runner.state import SchemaFile
 from audiomill.sinks import get_format

@@ -60,7 +60,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(results))
         return 0
-    from audiomill.bench import format_transcribe_report
+    from audiomill.bench.transcribe import report as format_transcribe_report
 
     print("\n\n".join(format_transcribe_report(result) for result in results))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from audiomill.bench import corpus_durations
+from audiomill.bench.harness import corpus_durations
 from tests.conftest import run_audiomill
 
 
@@ -73,7 +73,7 @@ def test_decode_ceiling_feeds_large_tasks_without_deadlock(tmp_path, monkeypatch
     import numpy as np
     import soundfile as sf
 
-    from audiomill.bench import Bench
+    from audiomill.bench.harness import Bench
     from audiomill.runner import decode
     from audiomill.sources.discover import discover_shards
     from audiomill.stages.vad import VadSettings, VadStage
@@ -92,7 +92,7 @@ def test_decode_ceiling_feeds_large_tasks_without_deadlock(tmp_path, monkeypatch
     stage = VadStage(VadSettings())
     result: list = []
     worker = threading.Thread(target=lambda: result.append(
-        Bench._decode_ceiling(None, stage, discover_shards([str(archive)], files_per_shard=10), 1)), daemon=True)
+        Bench.decode_ceiling(None, stage, discover_shards([str(archive)], files_per_shard=10), 1)), daemon=True)
     worker.start()
     worker.join(timeout=120)
     assert result, "the decode ceiling did not finish"

@@ -103,7 +103,12 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_core_module_imports_the_command_line():
     edges = graph()
-    importers = sorted(m for m, targets in edges.items() if "audiomill.cli" in targets and m != "audiomill.__main__")
+    def command_line(module: str) -> bool:
+        return module == "audiomill.cli" or module.startswith("audiomill.cli.")
+
+    assert "audiomill.cli.common" in edges["audiomill.cli.run"]
+    importers = sorted(m for m, targets in edges.items() if any(map(command_line, targets))
+                       and not command_line(m) and m != "audiomill.__main__")
     assert importers == []
 
 
@@ -120,11 +125,11 @@ KIND_MODULES = {"audiomill.stages.tokenize", "audiomill.stages.vad", "audiomill.
 
 
 def test_only_stages_know_the_stage_kinds():
-    """Outside ``stages/`` a kind is a name looked up in the registry: no module imports one, but ``bench``
-    (which measures each kind) until it is split per stage."""
+    """Outside ``stages/`` a kind is a name looked up in the registry: no module imports one, but ``bench``'s
+    (one module per kind it measures)."""
     edges = graph()
     knowing = sorted(m for m, targets in edges.items() if targets & KIND_MODULES
-                     and not m.startswith("audiomill.stages.") and m != "audiomill.bench")
+                     and not m.startswith(("audiomill.stages.", "audiomill.bench")))
     assert knowing == []
 
 
@@ -138,3 +143,32 @@ def test_the_run_config_has_no_stage_setting():
     settings = {f.name for kind in KINDS for f in dataclasses.fields(settings_class(stage_class(kind)))}
     assert len(settings) > 30
     assert not {f.name for f in dataclasses.fields(RunConfig)} & settings
+
+
+def functions() -> list[tuple[str, str, int]]:
+    """Every function of the package: its module, name and length in lines."""
+    found = []
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found.append((module, node.name, node.end_lineno - node.lineno + 1))
+    return found
+
+
+def test_no_function_is_over_80_lines_and_no_command_module_over_400():
+    assert len(functions()) > 500
+    assert [(m, name, n) for m, name, n in functions() if n > 80] == []
+    command_modules = {m: path for m, path in modules().items() if m.startswith("audiomill.cli")}
+    assert len(command_modules) >= 5
+    lengths = {m: sum(1 for _ in open(path, encoding="utf-8")) for m, path in command_modules.items()}
+    assert {m: n for m, n in lengths.items() if n > 400} == {}
+
+
+def test_the_command_line_uses_argparse_public_api_only():
+    """TOML defaults and help go through argparse's public API: no ``_actions``, no ``argparse._Name``."""
+    for module, path in modules().items():
+        if module.startswith("audiomill.cli"):
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                    private = node.attr
+                    assert private == "_get_help_string", (module, node.lineno, private)  # the formatter's hook

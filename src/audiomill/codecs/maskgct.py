@@ -50,8 +50,8 @@ INFOS = [
 ]
 
 
-def _modules():
-    """RepCodec's encoder and quantizer as torch modules (built on first use: torch is imported lazily)."""
+def _backbone():
+    """RepCodec's Vocos backbone as a torch module (built on first use: torch is imported lazily)."""
     import torch
     from torch import nn
 
@@ -83,6 +83,14 @@ def _modules():
             for block in self.convnext:
                 x = block(x)
             return self.final_layer_norm(x.transpose(1, 2))
+
+    return VocosBackbone
+
+
+def _quantizer():
+    """RepCodec's residual quantizer (factorized codes, as the upstream checkpoint stores them)."""
+    import torch
+    from torch import nn
 
     class WeightNormConv1d(nn.Module):
         """A 1x1 convolution stored as weight norm stores it (``weight_g``, ``weight_v``)."""
@@ -123,6 +131,15 @@ def _modules():
                 codes.append(level)
                 residual = residual - quantized
             return torch.stack(codes)
+
+    return ResidualQuantizer
+
+
+def _modules():
+    """RepCodec's encoder and quantizer as torch modules (built on first use: torch is imported lazily)."""
+    from torch import nn
+
+    VocosBackbone, ResidualQuantizer = _backbone(), _quantizer()
 
     class RepCodecEncoder(nn.Module):
         """RepCodec up to its codes; tensor names are the upstream checkpoint's."""
