@@ -42,7 +42,7 @@ def measure(codec: str, model_path: str | None, corpus: list[str], work: str) ->
     for name in sorted(os.listdir(out)):
         if not name.endswith(".jsonl") or name.endswith(".errors.jsonl"):
             continue
-        rows = list(jsonl.read(os.path.join(out, name)))
+        rows = list(jsonl.read(os.path.join(out, name), fields))
         records += len(rows)
         sizes["jsonl"] += os.path.getsize(os.path.join(out, name))
         for fmt in ("jsonl.gz", "parquet"):

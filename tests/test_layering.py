@@ -172,3 +172,38 @@ def test_the_command_line_uses_argparse_public_api_only():
                 if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                     private = node.attr
                     assert private == "_get_help_string", (module, node.lineno, private)  # the formatter's hook
+
+
+def record_fields() -> set[str]:
+    """Every record field a stage kind of audiomill declares (its ``fields``, a layout's, tokenize's)."""
+    from audiomill import layouts
+    from audiomill.stages import transcribe, tts, vad
+    from audiomill.stages import text as text_stage
+    from audiomill.stages.tokenize import tokenize_fields
+
+    declared = {*layouts.FIELD_NAMES, *tokenize_fields(2**16, ("global_codes",))}
+    for module in (vad, transcribe, text_stage, tts):
+        for name in ("FIELDS", "SEGMENT_FIELDS"):
+            declared |= set(getattr(module, name, {}))
+    return declared
+
+
+def literals(path: str) -> set[str]:
+    """The strings a module's code writes out (docstrings left out)."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
+
+
+def test_sinks_never_name_a_record_field():
+    """A format finds the fields it treats apart (the codes) by their declared types; the only name it
+    knows is ``key``, every record's, which the journal groups by."""
+    declared = record_fields()
+    assert {"tokens", "token_shape", "speech_segments", "text"} <= declared
+    sinks = {m: path for m, path in modules().items() if m.startswith("audiomill.sinks")}
+    assert len(sinks) >= 6
+    named = {m: sorted(literals(path) & declared - {"key"}) for m, path in sinks.items()}
+    assert {m: names for m, names in named.items() if names} == {}

@@ -56,7 +56,7 @@ def test_names_that_are_not_utf8_are_written_reversibly_read_back_and_retried(ti
     parquet = tmp_path / "parquet"
     run_audiomill("tokenize", inputs[0], "--out", str(parquet), "--model-path", tiny_snac, "--format", "parquet",
                   check=True)
-    read = list(get_format("parquet").read(str(parquet / "000001.parquet")))
+    read = list(get_format("parquet").read(str(parquet / "000001.parquet"), {}))
     assert [r["key"] for r in read] == ["a/ok", BAD_MEMBER]
     import pyarrow.parquet as pq
 

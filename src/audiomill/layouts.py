@@ -44,7 +44,7 @@ def fields(layout: str | None, levels: int, code_type: str) -> dict[str, str]:
                 "num_layers": "int64", "token_lengths": "list<int32>"}
     if layout == "orpheus":
         return {"codes_list": "list<int32>"}
-    return {"tokens": f"list<list<{code_type}>>", "token_shape": "list<int32>"}
+    return {"tokens": f"codes<{code_type}>", "token_shape": "shape"}
 
 
 def apply(layout: str | None, record: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 
 from audiomill.errors import UsageError
+from audiomill.layouts import fields as layout_fields
 from audiomill.layouts import tokens_of
+
+# the codes as tokenize declares them: where npy and wds keep them apart, reading restores them here
+CODE_FIELDS = layout_fields(None, 0, "int32")
 
 log = logging.getLogger("audiomill")
 
@@ -74,7 +78,7 @@ def records_of(files: list[str], fmt) -> Iterator[dict]:
     """Token records of the files, in order."""
     for name in files:
         try:
-            for record in fmt.read(name):
+            for record in fmt.read(name, CODE_FIELDS):
                 if tokens_of(record) is not None:
                     yield record
         except (ValueError, OSError) as exc:

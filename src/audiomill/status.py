@@ -77,7 +77,7 @@ def check_validity(folder: OutputFolder, state: ShardState, fmt: Format) -> list
         if members.get("sha256") and file_digest(os.path.join(base, members["file"]))["sha256"] != members["sha256"]:
             problems.append(f"{members['file']} is not the file that was written (its checksum differs)")
         try:
-            keys = [record[stats.get("file_key", "key")] for record in fmt.read(path)]
+            keys = [record[stats.get("file_key", "key")] for record in fmt.read(path, {})]
         except Exception as exc:  # any damage at all is a problem to report, not a traceback
             return problems + [f"{final_name(name, fmt)}: unreadable ({type(exc).__name__}: {exc})"]
         if "records" in stats and len(keys) != stats["records"]:

@@ -19,7 +19,7 @@ class TsvFormat:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def read(self, path):
+    def read(self, path, fields):
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 yield json.loads(line.split("\t", 1)[1])

@@ -11,7 +11,7 @@ from audiomill.runner.state import SchemaFile
 from audiomill.sinks import get_format
 from audiomill.sinks.journal import ShardSink, file_digest
 
-FIELDS = {"key": "string", "tokens": "list<list<int16>>"}
+FIELDS = {"key": "string", "tokens": "codes<int16>"}
 
 
 def sink(tmp_path, fmt: str = "jsonl", shard: str = "000001") -> ShardSink:
@@ -85,7 +85,7 @@ def test_retrying_errors_of_a_finished_shard_keeps_its_records(tmp_path, fmt):
     assert again.finish(["a", "b"]) == {"items": 1, "records": 1, "errors": 0, "audio_seconds": 2.0,
                                         "output": stats["output"]}
     assert open(out.path, "rb").read() == before
-    assert list(get_format(fmt).read(out.path)) == [{"key": "a", "tokens": [[1, 2], [3]]}]
+    assert list(get_format(fmt).read(out.path, FIELDS)) == [{"key": "a", "tokens": [[1, 2], [3]]}]
 
 
 def test_jsonl_gz_is_the_jsonl_bytes_gzipped_deterministically(tmp_path):

@@ -9,7 +9,7 @@ from audiomill.runner.state import SchemaFile
 from audiomill.sinks import get_format
 from audiomill.sinks.journal import ShardSink
 
-FIELDS = {"key": "string", "num_samples": "int64", "tokens": "list<list<int16>>"}
+FIELDS = {"key": "string", "num_samples": "int64", "tokens": "codes<int16>"}
 
 
 def write(folder, shard: str, records: list[dict]) -> str:
@@ -30,7 +30,7 @@ def test_every_shard_has_the_schema_of_the_first_and_keeps_what_does_not_fit(tmp
     assert schemas[0].names == ["key", "num_samples", "tokens", "lang", "text", "meta_json"]
     row = pq.read_table(second).to_pylist()[0]
     assert row["lang"] is None and row["text"] is None and row["meta_json"] == '{"speaker": "s1", "text": 7}'
-    assert list(get_format("parquet").read(second)) == [
+    assert list(get_format("parquet").read(second, FIELDS)) == [
         {"key": "y", "num_samples": 6, "tokens": [[4]], "speaker": "s1", "text": 7}]
 
 

@@ -18,10 +18,36 @@ from typing import Any, Protocol
 from audiomill.errors import UsageError
 
 # Field types a stage declares for its records (``Stage.fields``); formats with a schema
-# (Parquet) map them to their own types, JSON formats ignore them.
+# (Parquet) map them to their own types, JSON formats ignore them. ``codes<int16>`` and
+# ``codes<int32>`` are a record's codes (a list of levels or codebooks, stored as
+# ``list<list<...>>``) and ``shape`` the length of each level (``list<int32>``): formats that keep
+# codes apart (``npy``, ``wds``) find them by these types, never by a field's name.
 FIELD_TYPES = ("string", "int64", "float64", "bool", "list<string>",
                "list<int16>", "list<int32>", "list<float32>", "list<float64>",
-               "list<list<int16>>", "list<list<int32>>", "list<list<float32>>", "list<list<float64>>")
+               "list<list<int16>>", "list<list<int32>>", "list<list<float32>>", "list<list<float64>>",
+               "codes<int16>", "codes<int32>", "shape")
+CODES = "codes<"  # the prefix of the codes' types
+SHAPE = "shape"
+
+
+def storage_type(spec: str) -> str:
+    """The plain type a field type is stored as (``codes<int16>`` is ``list<list<int16>>``)."""
+    if spec.startswith(CODES):
+        return f"list<list<{spec[len(CODES):-1]}>>"
+    return "list<int32>" if spec == SHAPE else spec
+
+
+def codes_field(fields: dict[str, str]) -> tuple[str, str] | None:
+    """The field that holds a record's codes and their integer type, from the declared types (None if none)."""
+    for name, spec in fields.items():
+        if spec.startswith(CODES):
+            return name, spec[len(CODES):-1]
+    return None
+
+
+def shape_field(fields: dict[str, str]) -> str | None:
+    """The field that holds the length of each level of the codes (None if none is declared)."""
+    return next((name for name, spec in fields.items() if spec == SHAPE), None)
 
 
 class Format(Protocol):
@@ -35,8 +61,8 @@ class Format(Protocol):
               schema: "SchemaStore") -> None:
         """Write ``records`` (in order) to ``path``, a new file; flush it to disk."""
 
-    def read(self, path: str) -> Iterator[dict[str, Any]]:
-        """The records of a final file, in order."""
+    def read(self, path: str, fields: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """The records of a final file, in order; ``fields`` are the declared types it was written with."""
 
 
 class SchemaStore(Protocol):

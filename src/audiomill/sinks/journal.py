@@ -372,7 +372,7 @@ class ShardSink:
         tmp = self.journal.path + ".tmp"
         with open(tmp, "wb") as out:
             group: list[dict[str, Any]] = []
-            for record in list(self.fmt.read(self.path)) + [None]:  # type: ignore[list-item]
+            for record in list(self.fmt.read(self.path, self.fields)) + [None]:  # type: ignore[list-item]
                 if group and (record is None or record[self.file_key] != group[0][self.file_key]):
                     out.write(dumps({"key": group[0][self.file_key], "records": group, "seconds": seconds}))
                     seconds, group = 0.0, []
@@ -384,7 +384,7 @@ class ShardSink:
         """The members journal of a finished shard, from its tar (sample names mapped to file keys
         through the final file's records)."""
         assert self.members is not None
-        file_keys = {sample_name(r["key"]): r[self.file_key] for r in self.fmt.read(self.path)} \
+        file_keys = {sample_name(r["key"]): r[self.file_key] for r in self.fmt.read(self.path, self.fields)} \
             if os.path.exists(self.path) else {}
         self.members.from_tar(self.members_path, file_keys)
 

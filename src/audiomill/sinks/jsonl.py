@@ -38,7 +38,7 @@ class JsonlFormat:
     def _wrap(self, raw):
         return _NoClose(raw)
 
-    def read(self, path: str) -> Iterator[dict[str, Any]]:
+    def read(self, path: str, fields: dict[str, str]) -> Iterator[dict[str, Any]]:
         with self._open_read(path) as handle:
             for line in handle:
                 yield json.loads(line)

@@ -3,10 +3,12 @@ manifest of the records beside them.
 
 A shard gives ``<shard>/<key>.npy`` per record with codes (the key as WebDataset names samples, see
 :func:`~audiomill.sinks.journal.sample_name`), and ``<shard>.npy.jsonl``: the shard's records in
-order, one JSON line each, without ``tokens``, with ``codes_file`` (the ``.npy``, relative to the
+order, one JSON line each, without the codes, with ``codes_file`` (the ``.npy``, relative to the
 manifest's folder). One level of codes is a 1-D array ``[frames]``; codebooks of one length are
 ``[codebooks, frames]``; levels of different lengths (SNAC) are one 1-D array of them all, one
-after another, split by the record's ``token_shape``. int16 where the codebook fits, else int32.
+after another, split by the record's level lengths. int16 where the codebook fits, else int32. Which
+field holds the codes, and which their lengths, the stage's declared types say (``codes<...>`` and
+``shape``, see :data:`~audiomill.sinks.FIELD_TYPES`); a record with no codes field is its line only.
 
 The manifest is the shard's final file: the ``.npy`` files are written first (each through a
 temporary name), the manifest last and renamed into place, so a shard killed before its manifest
@@ -23,10 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from audiomill.sinks import SchemaStore
+from audiomill.sinks import SchemaStore, codes_field, shape_field
 from audiomill.sinks.journal import dumps, sample_name
 
-CODES = "tokens"
 SUFFIX = ".npy.jsonl"
 
 
@@ -41,7 +42,7 @@ def codes_array(tokens: list[list[int]], dtype: str, flat_single: bool = True) -
 
 
 def tokens_from(array: np.ndarray, shape: list[int] | None) -> list[list[int]]:
-    """The codes back from :func:`codes_array`'s array and the record's ``token_shape``."""
+    """The codes back from :func:`codes_array`'s array and the length of each level (``shape``)."""
     if array.ndim == 2:
         return array.tolist()
     if not shape or len(shape) == 1:
@@ -63,17 +64,17 @@ class NpyFormat:
 
     def write(self, path: str, records: Iterable[dict[str, Any]], fields: dict[str, str],
               schema: SchemaStore) -> None:
-        dtype = "int16" if "int16" in fields.get(CODES, "int32") else "int32"
+        codes, dtype = codes_field(fields) or ("", "int32")
         parts, relative = _parts_folder(path)
         with open(path, "wb") as manifest:
             for record in records:
-                line = {k: v for k, v in record.items() if k != CODES}
-                if isinstance(record.get(CODES), list):
+                line = {k: v for k, v in record.items() if k != codes}
+                if isinstance(record.get(codes), list):
                     name = f"{sample_name(str(record['key']))}.npy"
                     target = os.path.join(parts, name)
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     buffer = io.BytesIO()
-                    np.save(buffer, codes_array(record[CODES], dtype), allow_pickle=False)
+                    np.save(buffer, codes_array(record[codes], dtype), allow_pickle=False)
                     with open(target + ".tmp", "wb") as handle:
                         handle.write(buffer.getvalue())
                     os.replace(target + ".tmp", target)
@@ -82,15 +83,16 @@ class NpyFormat:
             manifest.flush()
             os.fsync(manifest.fileno())
 
-    def read(self, path: str) -> Iterator[dict[str, Any]]:
+    def read(self, path: str, fields: dict[str, str]) -> Iterator[dict[str, Any]]:
         folder = os.path.dirname(path)
+        codes, shape = (codes_field(fields) or ("", ""))[0], shape_field(fields)
         with open(path, "rb") as handle:
             for raw in handle:
                 record = json.loads(raw)
-                name = record.pop("codes_file", None)
+                name = record.pop("codes_file", None) if codes else None
                 if name is not None:
-                    record[CODES] = tokens_from(np.load(os.path.join(folder, name), allow_pickle=False),
-                                                record.get("token_shape"))
+                    array = np.load(os.path.join(folder, name), allow_pickle=False)
+                    record[codes] = tokens_from(array, record.get(shape) if shape else None)
                 yield record
 
     def parts(self, path: str) -> list[str]:

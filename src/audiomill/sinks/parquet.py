@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from audiomill.sinks import SchemaStore
+from audiomill.sinks import SchemaStore, storage_type
 
 COMPRESSION = "zstd"
 ROWS_PER_BATCH = 512
@@ -28,6 +28,7 @@ EXTRA_COLUMN = "meta_json"
 def arrow_type(spec: str):
     import pyarrow as pa
 
+    spec = storage_type(spec)
     scalars = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
                "int16": pa.int16(), "int32": pa.int32(), "float32": pa.float32()}
     if spec.startswith("list<") and spec.endswith(">"):
@@ -71,7 +72,7 @@ class ParquetFormat:
                 if name not in fields and name not in proposal and (found := value_type(value)):
                     proposal[name] = found
         meta = schema.fixed(dict(sorted(proposal.items())))
-        columns = {**fields, **{k: v for k, v in meta.items() if k not in fields}}
+        columns = {**{name: storage_type(spec) for name, spec in fields.items()}, **{k: v for k, v in meta.items() if k not in fields}}
         arrow = pa.schema([pa.field(name, arrow_type(spec)) for name, spec in columns.items()]
                           + [pa.field(EXTRA_COLUMN, pa.string())])
         with pq.ParquetWriter(path, arrow, compression=COMPRESSION) as writer:
@@ -82,7 +83,7 @@ class ParquetFormat:
         with open(path, "rb+") as handle:
             os.fsync(handle.fileno())
 
-    def read(self, path: str) -> Iterator[dict[str, Any]]:
+    def read(self, path: str, fields: dict[str, str]) -> Iterator[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)

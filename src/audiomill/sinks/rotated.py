@@ -58,6 +58,6 @@ class RotatedFormat:
         with open(path, encoding="utf-8") as handle:
             return [os.path.join(os.path.dirname(path), name) for name, _ in json.load(handle)["parts"]]
 
-    def read(self, path: str) -> Iterator[dict[str, Any]]:
+    def read(self, path: str, fields: dict[str, str]) -> Iterator[dict[str, Any]]:
         for part in self.parts(path):
-            yield from self.base.read(part)
+            yield from self.base.read(part, fields)

@@ -4,8 +4,10 @@ Readable by ``webdataset.WebDataset`` with no glue: a sample's key is the record
 WebDataset names samples (no dot in its last part: see :func:`~audiomill.sinks.journal.sample_name`),
 ``codes.npy`` its codes, ``json`` the rest of its record. Codes of levels of one length (codebooks)
 are one ``[levels, frames]`` array; levels of different lengths (SNAC) are one array of them all,
-one level after another, and the record's ``token_shape`` says where each ends. The integer type is
-the stage's (int16 where the codebook fits). A record without codes (a vad record) is its JSON only.
+one level after another, and the record's level lengths say where each ends. The integer type is
+the stage's (int16 where the codebook fits). Which field holds the codes, and which their lengths, the
+stage's declared types say (``codes<...>`` and ``shape``, see :data:`~audiomill.sinks.FIELD_TYPES`); a
+record without codes (a vad record) is its JSON only.
 The tar's metadata is fixed (mtime 0, owner 0, mode 644), so a rerun after any kill gives the same bytes.
 """
 
@@ -20,11 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from audiomill.sinks import SchemaStore
+from audiomill.sinks import SchemaStore, codes_field, shape_field
 from audiomill.sinks.journal import dumps, sample_name
 from audiomill.sinks.npy import codes_array, tokens_from
-
-CODES = "tokens"
 
 
 class WdsFormat:
@@ -34,17 +34,16 @@ class WdsFormat:
 
     def write(self, path: str, records: Iterable[dict[str, Any]], fields: dict[str, str],
               schema: SchemaStore) -> None:
-        kind = fields.get(CODES, "list<list<int32>>")
-        dtype = "int16" if "int16" in kind else "int32"
+        codes, dtype = codes_field(fields) or ("", "int32")
         with open(path, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for record in records:
                     sample = sample_name(str(record["key"]))
-                    rest = {k: v for k, v in record.items() if k != CODES}
+                    rest = {k: v for k, v in record.items() if k != codes}
                     members = [("json", dumps(rest))]
-                    if isinstance(record.get(CODES), list):
+                    if isinstance(record.get(codes), list):
                         buffer = io.BytesIO()
-                        np.save(buffer, codes_array(record[CODES], dtype, flat_single=False), allow_pickle=False)
+                        np.save(buffer, codes_array(record[codes], dtype, flat_single=False), allow_pickle=False)
                         members.insert(0, ("codes.npy", buffer.getvalue()))
                     for extension, data in members:
                         info = tarfile.TarInfo(f"{sample}.{extension}")
@@ -53,7 +52,8 @@ class WdsFormat:
             raw.flush()
             os.fsync(raw.fileno())
 
-    def read(self, path: str) -> Iterator[dict[str, Any]]:
+    def read(self, path: str, fields: dict[str, str]) -> Iterator[dict[str, Any]]:
+        field, shape = (codes_field(fields) or ("", ""))[0], shape_field(fields)
         with tarfile.open(path) as tar:
             codes = None
             for info in tar:
@@ -65,8 +65,8 @@ class WdsFormat:
                     codes = np.load(io.BytesIO(data), allow_pickle=False)
                 elif info.name.endswith(".json"):
                     record = json.loads(data)
-                    if codes is not None:
-                        record[CODES] = tokens_from(codes, record.get("token_shape"))
+                    if codes is not None and field:
+                        record[field] = tokens_from(codes, record.get(shape) if shape else None)
                     codes = None
                     yield record
 

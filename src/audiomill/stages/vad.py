@@ -377,9 +377,9 @@ def write_reports(folder, group: str) -> tuple[str, str]:
     return csv_path, manifest_path
 
 
-def complete_records(folder, group: str, errors: bool = True):
+def complete_records(folder, group: str, errors: bool = True, fields: dict[str, str] | None = None):
     """The records of the group's complete shards, in the plan's order (each shard's error records after
-    its records, with ``errors``)."""
+    its records, with ``errors``); codes kept apart by the format come back only if ``fields`` declares them."""
     from audiomill.sinks import errors_name, final_name
 
     fmt = folder.format()
@@ -388,7 +388,7 @@ def complete_records(folder, group: str, errors: bool = True):
     for shard in folder.shards():
         if not folder.complete(shard.name, groups, fmt):
             continue
-        yield from fmt.read(os.path.join(where, final_name(shard.name, fmt)))
+        yield from fmt.read(os.path.join(where, final_name(shard.name, fmt)), fields or {})
         errors_path = os.path.join(where, errors_name(shard.name))
         if errors and os.path.isfile(errors_path):
             with open(errors_path, encoding="utf-8") as handle:
