@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from audiomill import __version__
+
+if TYPE_CHECKING:
+    from audiomill.config import Output
 
 CARD = "README.md"
 
@@ -38,15 +41,15 @@ def _complete_files(folder, group: str) -> list[str]:
 
 
 def card_text(folder) -> str:
-    plan = folder.read_plan()
-    outputs = plan.get("outputs") or [{"group": "", "kind": "tokenize", "settings": {}}]
+    plan = folder.plan()
+    outputs = plan.outputs
     lines = ["---", "configs:"]
     described = []
     for number, output in enumerate(outputs):
-        files = _complete_files(folder, output["group"])
+        files = _complete_files(folder, output.group)
         if not files:
             continue
-        lines.append(f"- config_name: {json.dumps(output['group'] or 'default')}")
+        lines.append(f"- config_name: {json.dumps(output.group or 'default')}")
         if number == 0:
             lines.append("  default: true")
         lines += ["  data_files:", "  - split: train", "    path:"]
@@ -57,29 +60,29 @@ def card_text(folder) -> str:
     lines += ["tags:", "- audio", "- audiomill", "---", "",
               "# Records made by audiomill", "",
               f"Made by [audiomill](https://pypi.org/project/audiomill/) {__version__} from "
-              f"{len(plan.get('shards', []))} shards ({plan.get('format', 'jsonl')} files):", ""]
+              f"{len(plan.shards)} shards ({plan.format} files):", ""]
     lines += [f"- {line}" for line in described]
     lines += ["", "Records of files that could not be read are in `*.errors.jsonl`, beside each shard's file; "
                   "they are not part of any config.", ""]
     return "\n".join(lines)
 
 
-def _describe(output: dict[str, Any], shards: int) -> str:
+def _describe(output: "Output", shards: int) -> str:
     """A stage's line: its kind's ``describe``, else its ``label`` (the kind's name) and the values of the
     settings it declares ``shown``."""
     from audiomill.stages import stage_class
     from audiomill.stages.settings import declared, settings_class, shown
 
-    settings = output.get("settings") or {}
-    kind = stage_class(output["kind"])
-    name = f"`{output['group']}`: " if output["group"] else ""
+    settings = output.settings
+    kind = stage_class(output.kind)
+    name = f"`{output.group}`: " if output.group else ""
     if hasattr(kind, "describe"):
         what = kind.describe(settings)
     else:
         declaration = settings_class(kind)
         values = [shown(settings.get(spec.name)) for spec, info in declared(declaration) if info.shown] \
             if declaration else []
-        what = getattr(kind, "label", output["kind"]) + (f" ({', '.join(values)})" if values else "")
+        what = getattr(kind, "label", output.kind) + (f" ({', '.join(values)})" if values else "")
     return f"{name}{what}, {shards} complete shards"
 
 
@@ -121,8 +124,7 @@ def finished_files(folder) -> list[str]:
             if parts is not None:
                 named += [os.path.relpath(p, where) for p in parts(os.path.join(where, named[0]))]
             files += [os.path.relpath(os.path.join(where, name), folder.out) for name in named]
-        kinds = {o["group"]: o["kind"] for o in folder.read_plan().get("outputs", [])}
-        kind = stage_class(kinds.get(group, "tokenize"))
+        kind = stage_class(folder.plan().output(group).kind)
         for summary in getattr(kind, "summary_files", ()):
             if os.path.isfile(os.path.join(where, summary)):
                 files.append(os.path.relpath(os.path.join(where, summary), folder.out))

@@ -68,10 +68,7 @@ def locate(path: str) -> tuple[list[str], Any, dict]:
 def _settings(folder, group: str) -> dict:
     if not folder.exists():
         return {}
-    for output in folder.read_plan().get("outputs", []):
-        if output["group"] == group:
-            return output["settings"]
-    return {}
+    return folder.plan().settings(group)
 
 
 def records_of(files: list[str], fmt) -> Iterator[dict]:

@@ -43,12 +43,12 @@ def run(cfg: RunConfig, slurm=None) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger().addHandler(handler)
     for output in cfg.outputs:
-        settings = output["settings"]
-        if output["kind"] == "tokenize" and settings.get("weights") is None:
+        settings = output.settings
+        if output.kind == "tokenize" and settings.get("weights") is None:
             print(f"audiomill: note: using randomly initialised weights for {settings['codec']}; the codes are "
                   f"meaningless (pass --model-path DIR for real ones)", file=sys.stderr)
-    names = ", ".join(o["group"] or o["settings"].get("codec", o["kind"]) for o in cfg.outputs)
-    log.info("%d shards through %s into %s (%s)", len(shards), names, cfg.out, cfg.format)
+    names = ", ".join(o.group or o.settings.get("codec", o.kind) for o in cfg.outputs)
+    log.info("%d shards through %s into %s (%s)", len(shards), names, cfg.out, cfg.output_format)
     progress = Progress(len(shards), cfg.progress, cfg.log_interval)
     stop = Stop()
     stop_on_signals(stop)  # a TERM or USR2 (a time limit in the user's own sbatch script) stops cleanly
@@ -110,12 +110,12 @@ def _after_run(cfg: RunConfig) -> None:
 
     folder = OutputFolder(cfg.out)
     for output in cfg.outputs:
-        hook = getattr(stage_class(output["kind"]), "after_run", None)
+        hook = getattr(stage_class(output.kind), "after_run", None)
         if hook is not None:
             try:
-                hook(folder, output["group"])
+                hook(folder, output.group)
             except OSError as exc:  # the shards are written; only the summary is not
-                log.error("could not write %s's summary files: %s", output["group"] or output["kind"], exc)
+                log.error("could not write %s's summary files: %s", output.group or output.kind, exc)
     try:  # the folder as a dataset: datasets.load_dataset(OUT) reads its complete shards
         write_card(folder)
     except OSError as exc:

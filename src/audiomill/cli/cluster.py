@@ -61,7 +61,7 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     left = len(left_to_do(folder))
     if not left:
         raise UsageError(f"every shard of {cfg.out} is complete: nothing to submit")
-    devices = task_devices(opts) or (cfg.devices if cfg.inputs else folder.read_plan()["config"].get("devices"))
+    devices = task_devices(opts) or (cfg.devices if cfg.inputs else folder.plan().config.devices)
     script = sbatch_script(folder.out, opts, min(opts.nodes_max, left), devices)
     if args.script in (None, "-"):
         sys.stdout.write(script)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from typing import TYPE_CHECKING
+
 from audiomill.cli.common import Formatter, add_selection
 from audiomill.errors import EXIT_FATAL, EXIT_OK
+
+if TYPE_CHECKING:
+    from audiomill.config import RunConfig
 
 
 def add_commands(commands) -> None:
@@ -51,10 +56,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     folder = OutputFolder(args.out)
     if args.inputs:  # sliced as the plan slices them, unless told otherwise
-        per_shard = args.files_per_shard or (folder.read_plan()["config"].get("files_per_shard", 1000)
-                                             if folder.exists() else 1000)
-        config = folder.read_plan()["config"] if folder.exists() else {}
-        extensions = args.extensions or config.get("extensions")
+        config = folder.plan().config if folder.exists() else None
+        per_shard = args.files_per_shard or (config.files_per_shard if config else 1000)
+        extensions = args.extensions or (config.extensions if config else None)
         shards = discover_shards(args.inputs, per_shard, args.start, args.end, extensions=extensions,
                                  columns=_columns(args, config))
     elif folder.exists():
@@ -102,11 +106,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FATAL if summary["problems"] else EXIT_OK
 
 
-def _columns(args: argparse.Namespace, config: dict):
-    """The hf: column flags, else the plan's."""
+def _columns(args: argparse.Namespace, config: "RunConfig | None"):
+    """The hf: column flags, else the plan's (``config``)."""
     from audiomill.sources.hf import Columns
 
-    return Columns(*(getattr(args, f"{role}_column", None) or config.get(f"{role}_column")
+    return Columns(*(getattr(args, f"{role}_column", None) or (getattr(config, f"{role}_column") if config else None)
                      for role in ("audio", "text", "speaker", "id")))
 
 
@@ -139,7 +143,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
     from audiomill.sources.discover import discover_shards
 
     for shard in discover_shards(args.inputs, args.files_per_shard, args.start, args.end, extensions=args.extensions,
-                                 columns=_columns(args, {})):
+                                 columns=_columns(args, None)):
         extent = "" if shard.count is None else f"\t[{shard.start}, {shard.start + shard.count})"
         print(f"{shard.name}\t{shard.kind}\t{shard.path}{extent}")
     return EXIT_OK

@@ -75,9 +75,9 @@ def build_processor(cfg: RunConfig, device: str, holder: str, threads: int, work
     if threads > 0:
         torch.set_num_threads(threads)
     limit_kernel_cache(device)
-    outputs = [StageOutput(stage_class(o["kind"]).build(o["settings"], device), o["group"]) for o in cfg.outputs]
+    outputs = [StageOutput(stage_class(o.kind).build(o.settings, device), o.group) for o in cfg.outputs]
     workers = cfg.decode_workers or default_decode_workers(device, workers_on_node)
-    return ShardProcessor(OutputFolder(cfg.out), outputs, workers, holder, cfg.format)
+    return ShardProcessor(OutputFolder(cfg.out), outputs, workers, holder, cfg.output_format)
 
 
 def limit_kernel_cache(device: str) -> None:

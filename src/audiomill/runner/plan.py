@@ -23,10 +23,10 @@ import time
 from typing import Any
 
 from audiomill import __version__
-from audiomill.config import OUTPUT_FIELDS, RunConfig
+from audiomill.config import OUTPUT_FIELDS, Output, RunConfig
 from audiomill.errors import UsageError
 from audiomill.items import Shard
-from audiomill.runner.state import OutputFolder
+from audiomill.runner.state import OutputFolder, Plan
 
 def prepare(cfg: RunConfig) -> list[Shard]:
     """Check ``cfg`` completely, then freeze (or extend) its plan; returns the shards to run.
@@ -38,12 +38,10 @@ def prepare(cfg: RunConfig) -> list[Shard]:
     from audiomill.stages.specs import linked
 
     cfg.out = os.path.abspath(cfg.out)
-    base = cfg.format.split("@")[0]  # --lines-per-file N: the format is named <format>@N (see sinks.rotated)
-    cfg.format = f"{base}@{cfg.lines_per_file}" if cfg.lines_per_file else base
     if cfg.executor != "local" and cfg.retry_errors:
         raise UsageError("--retry-errors works with --executor local only: run it on one node, then go on "
                          f"with --executor {cfg.executor}")
-    get_format(cfg.format)
+    get_format(cfg.output_format)
     expand_inputs(cfg.inputs)
     if cfg.files_per_shard < 1:
         raise UsageError("--files-per-shard must be at least 1")
@@ -55,7 +53,7 @@ def prepare(cfg: RunConfig) -> list[Shard]:
                 importlib.import_module(package)
             except ImportError as exc:
                 raise UsageError(f"stage {spec['group'] or spec['kind']} needs the package {package} ({exc})") from None
-        outputs.append({"group": spec["group"], "kind": spec["kind"], "settings": cls.check(spec["settings"])})
+        outputs.append(Output(spec["group"], spec["kind"], cls.check(spec["settings"])))
     cfg.outputs = outputs
     if cfg.executor == "local":  # a cluster's nodes have their own devices
         from audiomill.runner.local import parse_devices
@@ -78,7 +76,7 @@ def prepare(cfg: RunConfig) -> list[Shard]:
             if not planned:  # leave --out as it was found
                 shutil.rmtree(cfg.out if not existed else folder.state, ignore_errors=True)
             raise
-    folder.create(tuple(o["group"] for o in outputs))
+    folder.create(tuple(o.group for o in outputs))
     return shards
 
 
@@ -108,42 +106,29 @@ def _plan_lock(folder: OutputFolder):
 
 
 def _freeze(folder: OutputFolder, cfg: RunConfig, shards: list[Shard]) -> None:
-    config = cfg.to_json()
     if not folder.exists():
-        folder.write_plan({
-            "created": time.time(),
-            "format": cfg.format,
-            "outputs": cfg.outputs,
-            "config": config,
-            "versions": _versions(),
-            "shards": [s.to_json() for s in shards],
-        })
+        folder.write_plan(Plan(format=cfg.output_format, outputs=tuple(cfg.outputs), config=cfg,
+                               shards=tuple(shards), created=time.time(), versions=_versions()))
         return
-    plan = folder.read_plan()  # its run-wide output settings are those of cfg (checked in prepare)
-    plan["outputs"] = _merge_outputs(cfg.out, plan.get("outputs") or _outputs_of_old_plan(plan), cfg.outputs)
-    known = {s["name"]: s for s in plan["shards"]}
+    plan = folder.plan()  # its run-wide output settings are those of cfg (checked in prepare)
+    outputs = _merge_outputs(cfg.out, list(plan.outputs), cfg.outputs)
+    known = {s.name: s for s in plan.shards}
     for shard in shards:
-        if shard.name in known and Shard.from_json(known[shard.name]) != shard:
-            raise UsageError(f"shard {shard.name} of {cfg.out} came from {known[shard.name]['path']}, "
+        if shard.name in known and known[shard.name] != shard:
+            raise UsageError(f"shard {shard.name} of {cfg.out} came from {known[shard.name].path}, "
                              f"not {shard.path}: use another --out")
-        known.setdefault(shard.name, shard.to_json())
-    plan["shards"] = list(known.values())
-    plan["format"] = cfg.format
-    cfg.outputs = plan["outputs"]
-    plan["config"] = cfg.to_json()  # what writes the output is checked equal above; the rest is this launch's
-    folder.write_plan(plan)
+        known.setdefault(shard.name, shard)
+    cfg.outputs = outputs
+    # what writes the output is checked equal above; the rest of the config is this launch's
+    folder.write_plan(dataclasses.replace(plan, format=cfg.output_format, outputs=tuple(outputs), config=cfg,
+                                          shards=tuple(known.values())))
 
 
 def _same_output_fields(folder: OutputFolder, cfg: RunConfig) -> None:
     """A run on an existing plan has its run-wide settings that decide what is written."""
-    old_config = folder.read_plan().get("config", {})
-    config = cfg.to_json()
+    old_config = folder.plan().config
     for name in OUTPUT_FIELDS:
-        spec = RunConfig.__dataclass_fields__[name]
-        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
-        old, new = old_config.get(name, default), config[name]
-        if name == "format":  # (its "@N" is --lines-per-file's, compared on its own)
-            old, new = str(old).split("@")[0], str(new).split("@")[0]
+        old, new = getattr(old_config, name), getattr(cfg, name)
         if old != new:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{cfg.out} was made with {_shown(flag, old)}, not {_shown(flag, new)}: use another "
@@ -158,10 +143,10 @@ def _shown(flag: str, value: Any) -> str:
     return f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}"
 
 
-def _merge_outputs(out: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _merge_outputs(out: str, old: list[Output], new: list[Output]) -> list[Output]:
     """The plan's stages with this launch's: each one unchanged, or new (it runs on every shard)."""
-    old_groups = {o["group"]: o for o in old}
-    new_groups = {o["group"] for o in new}
+    old_groups = {o.group: o for o in old}
+    new_groups = {o.group for o in new}
     if ("" in old_groups) != ("" in new_groups):
         made = "one 'audiomill tokenize' stage" if "" in old_groups else "a pipeline of named stages"
         raise UsageError(f"{out} was made by {made}: use another --out")
@@ -171,39 +156,29 @@ def _merge_outputs(out: str, old: list[dict[str, Any]], new: list[dict[str, Any]
                          f"pipeline (they are skipped where complete), or use another --out")
     merged = []
     for output in new:
-        before = old_groups.get(output["group"])
+        before = old_groups.get(output.group)
         if before is not None:
             _same_stage(out, before, output)
         merged.append(output)  # runtime settings (batch size) are this launch's
     return merged
 
 
-def _same_stage(out: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+def _same_stage(out: str, old: Output, new: Output) -> None:
     """A stage already in the plan writes what it wrote: only its runtime settings (the batch size) and where
     the weights were found (which follows from --model-path) may change."""
     from audiomill.stages import stage_class
     from audiomill.stages.settings import changed, settings_class, shown
 
-    where = f"stage {new['group']} of " if new["group"] else ""
-    if old["kind"] != new["kind"]:
-        raise UsageError(f"{where}{out} was made by a {old['kind']} stage, not {new['kind']}: use another --out")
-    cls = stage_class(new["kind"])
-    difference = changed(settings_class(cls), old["settings"], new["settings"],
+    where = f"stage {new.group} of " if new.group else ""
+    if old.kind != new.kind:
+        raise UsageError(f"{where}{out} was made by a {old.kind} stage, not {new.kind}: use another --out")
+    cls = stage_class(new.kind)
+    difference = changed(settings_class(cls), old.settings, new.settings,
                          ignore=set(getattr(cls, "runtime_settings", ())) | {"weights"})
     if difference is not None:
         flag, before, now = difference
         raise UsageError(f"{where}{out} was made with {flag} {shown(before)}, not {shown(now)}: use another --out, "
                          f"or the same {flag}")
-
-
-def _outputs_of_old_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """A plan from before stages were named: its one tokenize stage."""
-    from audiomill.stages import stage_class
-
-    config = plan.get("config", {})
-    settings = {f.name: config.get(f.name) for f in dataclasses.fields(stage_class("tokenize").Settings)}
-    settings["weights"] = None if plan.get("weights") in (None, "random") else plan["weights"]
-    return [{"group": "", "kind": "tokenize", "settings": settings}]
 
 
 def _versions() -> dict[str, str]:

@@ -22,9 +22,12 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from audiomill.config import Output, RunConfig
 from audiomill.items import Shard
+from audiomill.sinks import OutputFormat
 
 if TYPE_CHECKING:
     from audiomill.sinks import Format
@@ -97,11 +100,68 @@ class ShardLock:
             self.fd = -1
 
 
+PLAN_KEYS = ("created", "format", "outputs", "config", "versions", "shards")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``plan.json``, typed: what a run froze (see :mod:`audiomill.runner.plan`)."""
+
+    format: OutputFormat
+    outputs: tuple[Output, ...]
+    config: RunConfig  # the run-wide config of the launch that last wrote the plan
+    shards: tuple[Shard, ...]
+    created: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # what older plans hold besides, kept as found
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        outputs = data.get("outputs") or _outputs_of_old_plan(data)
+        return cls(format=OutputFormat.parse(data.get("format", "jsonl")),
+                   outputs=tuple(Output.from_json(o) for o in outputs),
+                   config=RunConfig.from_json(data.get("config") or {}),
+                   shards=tuple(Shard.from_json(s) for s in data.get("shards") or ()),
+                   created=data.get("created", 0.0), versions=data.get("versions") or {},
+                   extra={k: v for k, v in data.items() if k not in PLAN_KEYS})
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.extra, "created": self.created, "format": str(self.format),
+                "outputs": [o.to_json() for o in self.outputs], "config": self.config.to_json(),
+                "versions": self.versions, "shards": [s.to_json() for s in self.shards]}
+
+    def groups(self) -> list[str]:
+        """The output groups (``[""]`` for a one-stage run)."""
+        return [o.group for o in self.outputs]
+
+    def output(self, group: str) -> Output | None:
+        return next((o for o in self.outputs if o.group == group), None)
+
+    def settings(self, group: str) -> dict[str, Any]:
+        """The checked settings of the stage writing ``group`` ({} if the plan names none)."""
+        output = self.output(group)
+        return output.settings if output is not None else {}
+
+
+def _outputs_of_old_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan from before stages were named: its one tokenize stage, whose settings its config held."""
+    from dataclasses import fields
+
+    from audiomill.stages import stage_class
+    from audiomill.stages.settings import settings_class
+
+    config = plan.get("config") or {}
+    settings = {f.name: config.get(f.name) for f in fields(settings_class(stage_class("tokenize")))}
+    settings["weights"] = None if plan.get("weights") in (None, "random") else plan["weights"]
+    return [{"group": "", "kind": "tokenize", "settings": settings}]
+
+
 class OutputFolder:
     def __init__(self, out: str) -> None:
         self.out = out
         self.state = os.path.join(out, STATE_DIR)
         self.plan_path = os.path.join(self.state, "plan.json")
+        self._plan: tuple[tuple[int, int, int], Plan] | None = None
 
     def create(self, groups: tuple[str, ...] = ("",)) -> None:
         for sub in ("done", "failed", "locks", "logs", "tasks", "slurm", "schema", "listing"):
@@ -117,7 +177,7 @@ class OutputFolder:
 
     def groups(self) -> list[str]:
         """The output groups of the plan (``[""]`` for a one-stage run)."""
-        return [output["group"] for output in self.read_plan().get("outputs", [{"group": ""}])]
+        return self.plan().groups()
 
     def schema(self, group: str) -> "SchemaFile":
         return SchemaFile(os.path.join(self.state, "schema", f"{group or '_'}.json"))
@@ -126,19 +186,25 @@ class OutputFolder:
         return os.path.isfile(self.plan_path)
 
     # plan
-    def read_plan(self) -> dict[str, Any]:
-        return read_json(self.plan_path)
+    def plan(self) -> Plan:
+        """The plan, parsed once for as long as the file stays the one parsed (a launch that extends it
+        replaces the file)."""
+        st = os.stat(self.plan_path)
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._plan is None or self._plan[0] != seen:
+            self._plan = (seen, Plan.from_json(read_json(self.plan_path)))
+        return self._plan[1]
 
-    def write_plan(self, plan: dict[str, Any]) -> None:
-        write_json_atomic(self.plan_path, plan)
+    def write_plan(self, plan: Plan) -> None:
+        write_json_atomic(self.plan_path, plan.to_json())
 
     def shards(self) -> list[Shard]:
-        return [Shard.from_json(s) for s in self.read_plan()["shards"]]
+        return list(self.plan().shards)
 
     def format(self) -> "Format":
         from audiomill.sinks import get_format
 
-        return get_format(self.read_plan().get("format", "jsonl"))
+        return get_format(self.plan().format)
 
     def journals(self, name: str, group: str = "", fmt: "Format | None" = None) -> tuple[str, str]:
         """The journal of records and of errors of a shard in progress."""

@@ -10,6 +10,7 @@ written by two tasks. What each task did is kept in ``_audiomill/tasks/<executor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -69,9 +70,8 @@ def read_tasks(folder: OutputFolder) -> list[dict[str, Any]]:
 
 def task_config(folder: OutputFolder, devices: str | None = None) -> RunConfig:
     """The frozen plan's config for a task on this node."""
-    plan = folder.read_plan()
-    cfg = RunConfig.from_json(plan["config"])
-    cfg.outputs = plan["outputs"]
+    plan = folder.plan()
+    cfg = dataclasses.replace(plan.config, outputs=list(plan.outputs))
     cfg.out = folder.out
     cfg.retry_errors = False
     cfg.progress = "log"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from audiomill.errors import UsageError
 
@@ -94,14 +94,33 @@ def format_names() -> tuple[str, ...]:
     return tuple(_registry())
 
 
-def get_format(name: str) -> Format:
-    """The format registered as ``name``; fails in one line if it is unknown or its package is missing.
-    ``<name>@<N>`` is that format in files of at most N records (``--lines-per-file``, see :mod:`.rotated`)."""
-    if "@" in name:  # (loaded by name, as the formats are: the module imports this one)
-        base, _, lines = name.rpartition("@")
+class OutputFormat(NamedTuple):
+    """A run's format: its registered name and the records per file (``--lines-per-file``; 0: one file a
+    shard). Written ``<name>@<N>`` in the plan (``str()``), read back by :meth:`parse`."""
+
+    name: str
+    lines_per_file: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "OutputFormat":
+        base, at, lines = text.rpartition("@")
+        if not at:
+            return cls(text)
         if not lines.isdigit() or int(lines) < 1:
             raise UsageError(f"--lines-per-file {lines}: expected a number of records >= 1")
-        return importlib.import_module(_ROTATED).RotatedFormat(get_format(base), int(lines))
+        return cls(base, int(lines))
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.lines_per_file}" if self.lines_per_file else self.name
+
+
+def get_format(spec: "str | OutputFormat") -> Format:
+    """The format registered under a name; fails in one line if it is unknown or its package is missing.
+    With lines per file (``OutputFormat``, or a name written ``<name>@<N>``) it is that format in files of at
+    most N records (``--lines-per-file``, see :mod:`.rotated`)."""
+    name, lines = OutputFormat.parse(spec) if isinstance(spec, str) else spec
+    if lines:  # (loaded by name, as the formats are: the module imports this one)
+        return importlib.import_module(_ROTATED).RotatedFormat(get_format(name), lines)
     known = _FORMATS if name in _FORMATS else _registry()
     if name not in known:
         raise UsageError(f"unknown format {name!r}; known: {', '.join(known)}")

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from audiomill.sinks import Format, SchemaStore
+from audiomill.sinks import Format, OutputFormat, SchemaStore
 
 INDEX = ".parts.json"
 
@@ -26,7 +26,7 @@ class RotatedFormat:
     def __init__(self, base: Format, lines: int) -> None:
         self.base = base
         self.lines = lines
-        self.name = f"{base.name}@{lines}"
+        self.name = str(OutputFormat(base.name, lines))
         self.needs = base.needs
 
     def write(self, path: str, records: Iterable[dict[str, Any]], fields: dict[str, str],

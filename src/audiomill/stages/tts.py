@@ -219,12 +219,12 @@ def write_layout(folder, group: str) -> None:
     from audiomill.stages.vad import audio_filepath
     from audiomill.text import is_validation
 
-    outputs = folder.read_plan().get("outputs", [])
-    mine = next(o for o in outputs if o["group"] == group)
-    text = next((o for o in outputs if o["kind"] == "text"), None)
+    outputs = folder.plan().outputs
+    mine = next(o for o in outputs if o.group == group)
+    text = next((o for o in outputs if o.kind == "text"), None)
     if text is None:  # records only: the layout needs the text ids too
         return
-    texts = {r["key"]: r for r in complete_records(folder, text["group"], errors=False)}
+    texts = {r["key"]: r for r in complete_records(folder, text.group, errors=False)}
     root = folder.out
     manifests: dict[bool, list[str]] = {False: [], True: []}
     errors = 0
@@ -251,11 +251,11 @@ def write_layout(folder, group: str) -> None:
                  "codes_path": paths["codes"], "code_len": int(arrays["codes"].size),
                  "condition_path": paths["condition"], "condition_len": int(arrays["condition"].shape[0]),
                  "emo_vec_path": paths["emo_vec"]}
-        manifests[is_validation(key, mine["settings"]["val_ratio"])].append(json.dumps(entry, ensure_ascii=False))
-    text_settings = text.get("settings", {})
-    model_path = mine["settings"]["model_path"]
+        manifests[is_validation(key, mine.settings["val_ratio"])].append(json.dumps(entry, ensure_ascii=False))
+    text_settings = text.settings
+    model_path = mine.settings["model_path"]
     stats = {"total": len(manifests[False]) + len(manifests[True]), "train": len(manifests[False]),
-             "val": len(manifests[True]), "val_ratio": mine["settings"]["val_ratio"], "errors": errors,
+             "val": len(manifests[True]), "val_ratio": mine.settings["val_ratio"], "errors": errors,
              "tokenizer": text_settings.get("tokenizer"), "tokenizer_sha256": _sha256(text_settings.get("tokenizer")),
              "gpt_checkpoint": os.path.join(model_path, "gpt.pth"),
              "gpt_checkpoint_sha256": _sha256(os.path.join(model_path, "gpt.pth"))}

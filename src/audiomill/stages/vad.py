@@ -346,7 +346,7 @@ def write_reports(folder, group: str) -> tuple[str, str]:
     import csv
 
     where = folder.group_dir(group)
-    settings = next((o["settings"] for o in folder.read_plan().get("outputs", []) if o["group"] == group), {})
+    settings = folder.plan().settings(group)
     segmented = bool(settings.get("segment"))
     columns = CSV_COLUMNS + (("offset",) if segmented else ())
     table = io.StringIO()
