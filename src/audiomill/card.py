@@ -88,13 +88,10 @@ def _describe(output: "Output", shards: int) -> str:
 
 def write_card(folder) -> str:
     """``<out>/README.md`` for the complete shards, written whole and renamed into place."""
+    from audiomill.files import write_atomic
+
     path = os.path.join(folder.out, CARD)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(card_text(folder))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, card_text(folder))
     return path
 
 

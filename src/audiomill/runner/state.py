@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from audiomill.config import Output, RunConfig
+from audiomill.files import write_atomic
 from audiomill.items import Shard
 from audiomill.sinks import OutputFormat
 
@@ -38,13 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def count_lines(path: str) -> int:
@@ -194,6 +189,24 @@ class OutputFolder:
         if self._plan is None or self._plan[0] != seen:
             self._plan = (seen, Plan.from_json(read_json(self.plan_path)))
         return self._plan[1]
+
+    def complete_records(self, group: str, errors: bool = True, fields: dict[str, str] | None = None):
+        """The records of the group's complete shards, in the plan's order (each shard's error records after
+        its records, with ``errors``): what an after-run hook summarises. Codes a format keeps apart come
+        back only where ``fields`` declares them."""
+        from audiomill.sinks import errors_name, final_name
+
+        fmt = self.format()
+        groups = self.groups()
+        where = self.group_dir(group)
+        for shard in self.shards():
+            if not self.complete(shard.name, groups, fmt):
+                continue
+            yield from fmt.read(os.path.join(where, final_name(shard.name, fmt)), fields or {})
+            errors_path = os.path.join(where, errors_name(shard.name))
+            if errors and os.path.isfile(errors_path):
+                with open(errors_path, encoding="utf-8") as handle:
+                    yield from (json.loads(line) for line in handle if line.strip())
 
     def write_plan(self, plan: Plan) -> None:
         write_json_atomic(self.plan_path, plan.to_json())

@@ -43,7 +43,8 @@ from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
 from audiomill.stages.settings import from_table, setting
-from audiomill.stages.vad import WINDOW, VadSettings, VadStage, audio_filepath, complete_records, write_atomic
+from audiomill.files import write_atomic
+from audiomill.stages.vad import WINDOW, VadSettings, VadStage, audio_filepath
 
 RATE = asr.RATE
 # Whisper pads every clip to 30 s: a batch costs 30 s of audio a clip, whatever the clips' lengths, and
@@ -344,7 +345,7 @@ def write_manifest(folder, group: str) -> str:
     whole and renamed into place: NeMo's ``audio_filepath``, ``duration``, ``text`` (and ``offset`` for a
     segment of a file), with ``key`` and ``language``; records dropped or without text are left out."""
     lines = []
-    for record in complete_records(folder, group, errors=False):
+    for record in folder.complete_records(group, errors=False):
         if record.get("dropped") or not record.get("text"):
             continue
         line = {"audio_filepath": audio_filepath(record.get("tar_file") or "", record.get("audio_file") or ""),
@@ -354,5 +355,5 @@ def write_manifest(folder, group: str) -> str:
         line.update(duration=record["duration"], text=record["text"], language=record.get("language"))
         lines.append(json.dumps(line, ensure_ascii=False))
     path = os.path.join(folder.group_dir(group), MANIFEST)
-    write_atomic(path, "".join(line + "\n" for line in lines))
+    write_atomic(path, "".join(line + "\n" for line in lines), clear_left=True)
     return path

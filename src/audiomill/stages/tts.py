@@ -39,7 +39,7 @@ from audiomill.stages import FileOutput, with_meta
 from audiomill.stages.batched import PRECISIONS, BatchedModelStage, FileState
 from audiomill.stages.budget import CPU_BATCH_SECONDS
 from audiomill.stages.settings import from_table, setting
-from audiomill.stages.vad import complete_records, write_atomic
+from audiomill.files import write_atomic
 
 FIELDS = {"key": "string", "tar_file": "string", "audio_file": "string", "duration": "float64",
           "codes": "list<int32>", "code_len": "int64", "condition": "list<list<float32>>", "condition_len": "int64",
@@ -224,11 +224,11 @@ def write_layout(folder, group: str) -> None:
     text = next((o for o in outputs if o.kind == "text"), None)
     if text is None:  # records only: the layout needs the text ids too
         return
-    texts = {r["key"]: r for r in complete_records(folder, text.group, errors=False)}
+    texts = {r["key"]: r for r in folder.complete_records(text.group, errors=False)}
     root = folder.out
     manifests: dict[bool, list[str]] = {False: [], True: []}
     errors = 0
-    for record in complete_records(folder, group):
+    for record in folder.complete_records(group):
         if record.get("error") is not None:
             errors += 1
             continue
@@ -260,5 +260,6 @@ def write_layout(folder, group: str) -> None:
              "gpt_checkpoint": os.path.join(model_path, "gpt.pth"),
              "gpt_checkpoint_sha256": _sha256(os.path.join(model_path, "gpt.pth"))}
     for validation, name in ((False, MANIFESTS[0]), (True, MANIFESTS[1])):
-        write_atomic(os.path.join(root, name), "".join(line + "\n" for line in manifests[validation]))
-    write_atomic(os.path.join(root, "stats.json"), json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(os.path.join(root, name), "".join(line + "\n" for line in manifests[validation]), clear_left=True)
+    write_atomic(os.path.join(root, "stats.json"), json.dumps(stats, indent=2, ensure_ascii=False) + "\n",
+                 clear_left=True)

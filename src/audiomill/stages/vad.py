@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from audiomill.chunking import Window
+from audiomill.files import write_atomic
 from audiomill.errors import UsageError
 from audiomill.items import Item
 from audiomill.sinks.journal import dumps
@@ -353,7 +354,7 @@ def write_reports(folder, group: str) -> tuple[str, str]:
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(columns)
     manifest: list[str] = []
-    for record in complete_records(folder, group):
+    for record in folder.complete_records(group):
         path = audio_filepath(record.get("tar_file") or "", record.get("audio_file") or record.get("key", ""))
         if record.get("error") is not None:
             writer.writerow([path] + [""] * (len(CSV_COLUMNS) - 3) + [record["error"], ""]
@@ -372,38 +373,6 @@ def write_reports(folder, group: str) -> tuple[str, str]:
             line["splits"] = record["splits"]
         manifest.append(json.dumps(line, ensure_ascii=False))
     csv_path, manifest_path = os.path.join(where, CSV), os.path.join(where, MANIFEST)
-    write_atomic(csv_path, table.getvalue())
-    write_atomic(manifest_path, "".join(line + "\n" for line in manifest))
+    write_atomic(csv_path, table.getvalue(), clear_left=True)
+    write_atomic(manifest_path, "".join(line + "\n" for line in manifest), clear_left=True)
     return csv_path, manifest_path
-
-
-def complete_records(folder, group: str, errors: bool = True, fields: dict[str, str] | None = None):
-    """The records of the group's complete shards, in the plan's order (each shard's error records after
-    its records, with ``errors``); codes kept apart by the format come back only if ``fields`` declares them."""
-    from audiomill.sinks import errors_name, final_name
-
-    fmt = folder.format()
-    groups = folder.groups()
-    where = folder.group_dir(group)
-    for shard in folder.shards():
-        if not folder.complete(shard.name, groups, fmt):
-            continue
-        yield from fmt.read(os.path.join(where, final_name(shard.name, fmt)), fields or {})
-        errors_path = os.path.join(where, errors_name(shard.name))
-        if errors and os.path.isfile(errors_path):
-            with open(errors_path, encoding="utf-8") as handle:
-                yield from (json.loads(line) for line in handle if line.strip())
-
-
-def write_atomic(path: str, text: str) -> None:
-    """``text`` into ``path`` through a temporary file and a rename (what a killed writer left is removed)."""
-    folder, name = os.path.split(path)
-    for left in os.listdir(folder or "."):
-        if left.startswith(name + ".tmp"):
-            os.remove(os.path.join(folder, left))
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
