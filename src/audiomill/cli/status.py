@@ -110,7 +110,7 @@ def _columns(args: argparse.Namespace, config: "RunConfig | None"):
     """The hf: column flags, else the plan's (``config``)."""
     from audiomill.sources.hf import Columns
 
-    return Columns(*(getattr(args, f"{role}_column", None) or (getattr(config, f"{role}_column") if config else None)
+    return Columns(*(getattr(args, f"{role}_column", None) or getattr(config, f"{role}_column", None)
                      for role in ("audio", "text", "speaker", "id")))
 
 

@@ -384,7 +384,7 @@ class ShardSink:
         """The members journal of a finished shard, from its tar (sample names mapped to file keys
         through the final file's records)."""
         assert self.members is not None
-        file_keys = {sample_name(r["key"]): r[self.file_key] for r in self.fmt.read(self.path, self.fields)} \
+        file_keys = {sample_name(r["key"]): r[self.file_key] for r in self.fmt.read(self.path, {})} \
             if os.path.exists(self.path) else {}
         self.members.from_tar(self.members_path, file_keys)
 

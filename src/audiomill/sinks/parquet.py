@@ -28,7 +28,6 @@ EXTRA_COLUMN = "meta_json"
 def arrow_type(spec: str):
     import pyarrow as pa
 
-    spec = storage_type(spec)
     scalars = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
                "int16": pa.int16(), "int32": pa.int32(), "float32": pa.float32()}
     if spec.startswith("list<") and spec.endswith(">"):
